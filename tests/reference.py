@@ -1,0 +1,126 @@
+"""The one place that states the parity contract (DESIGN.md §3) and holds the float64 reference.
+
+The reference is deliberately naive and independent of the package: it materializes every patch with
+`Tensor.unfold`, in float64, and standardizes it with a two-pass mean and variance.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# max|Y - Y_ref| <= TOLERANCE[dtype] * max|Y_ref|
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float64: 1e-10}
+NUMPY_TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float16): 1e-2, np.dtype(np.float64): 1e-10}
+
+
+def parity_error(y, y_ref) -> float:
+    """max|y - y_ref| / max|y_ref|, the figure the parity bar bounds."""
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).double()
+    y_ref = torch.as_tensor(np.asarray(y_ref) if not isinstance(y_ref, torch.Tensor) else y_ref).double()
+    assert y.shape == y_ref.shape, f"shape {tuple(y.shape)} vs reference {tuple(y_ref.shape)}"
+    return (y - y_ref).abs().max().item() / max(y_ref.abs().max().item(), 1e-30)
+
+
+def assert_parity(y, y_ref, dtype) -> float:
+    if isinstance(dtype, torch.dtype):
+        tol = TOLERANCE[dtype]
+    else:
+        tol = NUMPY_TOLERANCE[np.dtype(dtype)]
+    err = parity_error(y, y_ref)
+    assert err <= tol, f"parity error {err:.3e} > {tol:.0e} (dtype {dtype})"
+    return err
+
+
+def nc_reference(x, w, b=None, stride=1, pads=0, dilation=1, groups=1, eps=1e-5, center=True, scale=True):
+    """Float64 NC by explicit patches. pads: int or ONNX-style (before..., after...)."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).double()
+    w = torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w).double()
+    k = w.dim() - 2
+    stride = _tuple(stride, k)
+    dilation = _tuple(dilation, k)
+    pads = _tuple(pads, 2 * k) if not isinstance(pads, int) else (pads,) * (2 * k)
+    torch_pads = []
+    for d in reversed(range(k)):
+        torch_pads += [pads[d], pads[k + d]]
+    xp = F.pad(x, torch_pads)
+    kernel = w.shape[2:]
+    for d in range(k):
+        span = dilation[d] * (kernel[d] - 1) + 1
+        xp = xp.unfold(2 + d, span, stride[d])  # appends a window dim
+        xp = xp.narrow(-1, 0, span)[..., :: dilation[d]]
+    # xp: (N, C, O1..Ok, k1..kk) -> (N, G, C/G * K, P)
+    n, c = x.shape[:2]
+    out = xp.shape[2 : 2 + k]
+    perm = [0, 1] + [2 + k + d for d in range(k)] + [2 + d for d in range(k)]
+    patches = xp.permute(perm).reshape(n, groups, (c // groups) * math.prod(kernel), -1)
+    mu = patches.mean(2, keepdim=True)
+    var = (patches - mu).square().mean(2, keepdim=True)
+    v = patches - mu if center else patches
+    if scale:
+        v = v / torch.sqrt(var + eps)
+    m = w.shape[0]
+    y = torch.einsum("gmi,ngip->ngmp", w.reshape(groups, m // groups, -1), v).reshape(n, m, *out)
+    if b is not None:
+        b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b).double()
+        y = y + b.reshape(1, -1, *([1] * k))
+    return y
+
+
+def _tuple(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+@functools.lru_cache(maxsize=None)
+def _photo_sources():
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    images = [data.astronaut(), data.coffee(), data.chelsea()]
+    images += list(load_sample_images().images)
+    return [np.ascontiguousarray(im[..., :3].transpose(2, 0, 1)).astype(np.float64) for im in images]
+
+
+def photographs(size: int = 48, count: int = 6, seed: int = 0) -> np.ndarray:
+    """(count, 3, size, size) crops of real photographs at raw 0-255 scale, float64.
+
+    Half the crops are taken where the photo is flattest (sky, walls, saturated areas): the patches
+    that make NC ill-conditioned.
+    """
+    rng = np.random.default_rng(seed)
+    sources = _photo_sources()
+    crops = []
+    for i in range(count):
+        im = sources[i % len(sources)]
+        h, w = im.shape[1:]
+        if i % 2:
+            crops.append(_flattest_crop(im, size))
+        else:
+            top, left = rng.integers(0, h - size), rng.integers(0, w - size)
+            crops.append(im[:, top : top + size, left : left + size])
+    return np.stack(crops)
+
+
+def _flattest_crop(im, size):
+    best, best_std = None, math.inf
+    h, w = im.shape[1:]
+    for top in range(0, h - size, size // 2):
+        for left in range(0, w - size, size // 2):
+            crop = im[:, top : top + size, left : left + size]
+            s = crop.std()
+            if s < best_std:
+                best, best_std = crop, s
+    return best
+
+
+def photo_scales(photos: np.ndarray) -> dict:
+    """The three input scales the contract names: raw 0-255, [0, 1], standardized."""
+    return {
+        "raw": photos,
+        "unit": photos / 255.0,
+        "standardized": (photos - photos.mean()) / photos.std(),
+    }
