@@ -67,43 +67,55 @@ def statistics_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _windows(padded: Tensor, kernel: Sequence[int], geo: ConvGeometry, out: Sequence[int]):
-    """Yield, for every kernel offset, the strided view of `padded` that the offset reads."""
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        index = [slice(None), slice(None)]
-        for d, o in enumerate(offset):
-            start = o * geo.dilation[d]
-            index.append(slice(start, start + (out[d] - 1) * geo.stride[d] + 1, geo.stride[d]))
-        yield padded[tuple(index)]
+def _window_view(t: Tensor, kernel: Sequence[int], geo: ConvGeometry) -> Tensor:
+    """(N, G, *spatial) -> a zero-padded strided view (N, G, *out, *kernel) of every patch; no copy
+    beyond the padding."""
+    view = F.pad(t, geo.torch_pad())
+    k = geo.ndim
+    for d in range(k):
+        span = geo.dilation[d] * (kernel[d] - 1) + 1
+        view = view.unfold(2 + d, span, geo.stride[d])
+        if geo.dilation[d] > 1:
+            view = view[..., :: geo.dilation[d]]
+    return view
 
 
 def _unfold(t: Tensor, kernel, geo: ConvGeometry, out) -> Tensor:
     """(N, G, *spatial) -> (N, G, K, *out): the patch values of a small per-group map, zero padded."""
-    padded = F.pad(t, geo.torch_pad())
-    return torch.stack(list(_windows(padded, kernel, geo, out)), dim=2)
+    view = _window_view(t, kernel, geo)
+    k = geo.ndim
+    perm = [0, 1, *range(2 + k, 2 + 2 * k), *range(2, 2 + k)]
+    return view.permute(perm).reshape(t.shape[0], t.shape[1], -1, *out)
 
 
 def _box_sum(t: Tensor, kernel, geo: ConvGeometry, out) -> Tensor:
-    padded = F.pad(t, geo.torch_pad())
-    windows = _windows(padded, kernel, geo, out)
-    total = next(windows).clone()
-    for w in windows:
-        total += w
-    return total
+    k = geo.ndim
+    return _window_view(t, kernel, geo).sum(dim=list(range(2 + k, 2 + 2 * k)))
 
 
 def _fold(patches: Tensor, kernel, geo: ConvGeometry, spatial) -> Tensor:
     """Adjoint of `_unfold`: (N, G, K, *out) -> (N, G, *spatial), summing overlapping patches."""
     k = geo.ndim
+    n, g, n_k = patches.shape[:3]
     padded_shape = [spatial[d] + geo.pads[d] + geo.pads[k + d] for d in range(k)]
-    padded = patches.new_zeros(*patches.shape[:2], *padded_shape)
-    out = patches.shape[3:]
-    for i, w in enumerate(_windows(padded, kernel, geo, out)):
-        w += patches[:, :, i]
-    crop = [slice(None), slice(None)] + [
-        slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(k)
-    ]
-    return padded[tuple(crop)]
+    if k <= 2:
+        # F.fold is col2im for 2-d maps; a 1-d map is a 2-d map of height 1.
+        lift = (lambda v: [1, *v]) if k == 1 else (lambda v: list(v))
+        folded = F.fold(
+            patches.reshape(n, g * n_k, -1), lift(padded_shape), lift(kernel),
+            dilation=lift(geo.dilation), stride=lift(geo.stride),
+        ).reshape(n, g, *padded_shape)
+    else:
+        folded = patches.new_zeros(n, g, *padded_shape)
+        out = patches.shape[3:]
+        for i, offset in enumerate(itertools.product(*(range(kk) for kk in kernel))):
+            index = [slice(None), slice(None)]
+            for d, o in enumerate(offset):
+                start = o * geo.dilation[d]
+                index.append(slice(start, start + (out[d] - 1) * geo.stride[d] + 1, geo.stride[d]))
+            folded[tuple(index)] += patches[:, :, i]
+    crop = [slice(None), slice(None)] + [slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(k)]
+    return folded[tuple(crop)]
 
 
 def _conv_input(xc: Tensor, geo: ConvGeometry) -> tuple[Tensor, list[int]]:
@@ -121,42 +133,51 @@ def _per_group(t: Tensor, groups: int) -> Tensor:
 
 @dataclass
 class PatchStatistics:
-    """Per group: channel means m (N, G, *spatial), channel-centred x (N, G, cg, *spatial), the raw
-    patches of m and their deviations dev[k] = m_j(k) - mu_p (N, G, K, *out), and rstd (or None)."""
+    """Per group: channel means m (N, G, *spatial); the patches of m and their deviations
+    dev[k] = m_j(k) - mu_p (N, G, K, *out); rstd (N, G, *out), None when scale is off."""
 
     m: Tensor
-    xcg: Tensor
     patches: Tensor
     dev: Tensor
     rstd: Optional[Tensor]
 
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.m, self.patches, self.dev) if t is not None)
 
-def patch_statistics(x: Tensor, kernel, geo: ConvGeometry, out, eps: float, scale: bool) -> PatchStatistics:
-    """Exact patch statistics in the statistics dtype.
+
+def centre_channels(x: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    """Per group and location: channel mean m and channel-centred x (N, G, cg, *spatial), statistics dtype."""
+    n, c = x.shape[:2]
+    xg = x.to(statistics_dtype(x.dtype)).reshape(n, groups, c // groups, *x.shape[2:])
+    m = xg.mean(2)
+    return m, xg - m.unsqueeze(2)
+
+
+def patch_statistics(
+    m: Tensor, xcg: Tensor, kernel, geo: ConvGeometry, out, eps: float, scale: bool, consume: bool
+) -> PatchStatistics:
+    """Exact patch statistics from the channel means and the channel-centred input.
 
     The channel mean m_j is rounded; the residual s_j = sum_c (x_cj - m_j) it leaves is small and is
     carried into the patch mean and the variance, so the decomposition stays exact up to rounding of
-    small numbers (without it, a near-flat bright patch loses digits in rstd).
+    small numbers (without it, a near-flat bright patch loses digits in rstd). With `consume`, xcg is
+    squared in place (the caller no longer needs it), which saves a temporary the size of x.
     """
-    n, c = x.shape[:2]
-    spatial = x.shape[2:]
-    g = geo.groups
-    cg = c // g
+    cg = xcg.shape[2]
     fan_in = cg * math.prod(kernel)
-    xg = x.to(statistics_dtype(x.dtype)).reshape(n, g, cg, *spatial)
-    m = xg.mean(2)
-    xcg = xg - m.unsqueeze(2)
     both = _unfold(torch.cat([m, xcg.sum(2)], 1), kernel, geo, out)
+    g = m.shape[1]
     patches, residual = both[:, :g], both[:, g:]
     dev = patches - patches.mean(2, keepdim=True)
     # The corrected two-pass step: the deviations' own mean plus the residual, all small numbers.
     dev -= dev.mean(2, keepdim=True) + residual.sum(2, keepdim=True) / fan_in
     rstd = None
     if scale:
-        squares = _box_sum(xcg.square().sum(2), kernel, geo, out)
+        squared = xcg.square_() if consume else xcg.square()
+        squares = _box_sum(squared.sum(2), kernel, geo, out)
         var = (squares + 2 * (dev * residual).sum(2) + cg * dev.square().sum(2)) / fan_in
         rstd = torch.rsqrt(var.clamp_min(0) + eps)
-    return PatchStatistics(m=m, xcg=xcg, patches=patches, dev=dev, rstd=rstd)
+    return PatchStatistics(m=m, patches=patches, dev=dev, rstd=rstd)
 
 
 def forward(
@@ -167,10 +188,12 @@ def forward(
     eps: float,
     center: bool,
     scale: bool,
-) -> tuple[Tensor, Tensor]:
-    """Y = W . standardize(patch) + B at every output position; returns (Y, Y before bias).
+    for_backward: bool = True,
+) -> tuple[Tensor, Optional[Tensor], Optional[PatchStatistics]]:
+    """Y = W . standardize(patch) + B at every output position.
 
-    x and weight share one dtype; statistics are computed in at least float32.
+    Returns Y and, `for_backward`, the unscaled pre-bias output W . (v - mu*center) and the patch
+    statistics. x and weight share one dtype; statistics are computed in at least float32.
     """
     n, c = x.shape[:2]
     kernel = list(weight.shape[2:])
@@ -180,20 +203,38 @@ def forward(
     out = geo.output_size(x.shape[2:], kernel)
     sdt = statistics_dtype(x.dtype)
 
-    st = patch_statistics(x, kernel, geo, out, eps, scale)
-    conv_in, conv_pad = _conv_input(st.xcg.reshape(x.shape).to(x.dtype), geo)
+    m, xcg = centre_channels(x, g)
+    conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
     ylin = torch.convolution(
         conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation), False, [0] * geo.ndim, g
     ).to(sdt)
+    del conv_in
+    st = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=True)
+    del xcg
     patch_term = st.dev if center else st.patches
     wsum = weight.to(sdt).reshape(g, out_ch // g, c // g, n_k).sum(2)  # (G, M/G, K)
-    ylin_g = _per_group(ylin, g)
-    ylin_g += torch.einsum("gmk,ngkp->ngmp", wsum, patch_term.reshape(n, g, n_k, -1))
-    if scale:
-        ylin_g *= st.rstd.reshape(n, g, 1, -1)
+    ylin_b = ylin.view(n * g, out_ch // g, -1)
+    ylin_b.baddbmm_(
+        wsum.expand(n, -1, -1, -1).reshape(n * g, out_ch // g, n_k), patch_term.reshape(n * g, n_k, -1)
+    )
 
-    y = ylin if bias is None else ylin + bias.to(sdt).reshape(1, -1, *([1] * geo.ndim))
-    return y.to(x.dtype), ylin.to(x.dtype)
+    # Broadcasting views (N, G, M/G, P): rstd varies per group and position, bias per channel.
+    ylin_g = ylin.view(n, g, out_ch // g, -1)
+    rstd_g = st.rstd.reshape(n, g, 1, -1) if scale else None
+    bias_g = None if bias is None else bias.to(sdt).reshape(1, g, out_ch // g, 1)
+    if not for_backward:
+        if scale:
+            ylin_g.mul_(rstd_g)
+        if bias_g is not None:
+            ylin_g.add_(bias_g)
+        return ylin.to(x.dtype), None, None
+    y = torch.empty_like(ylin)  # a fresh base tensor, not a view: callers may modify it in place
+    y_g = y.view(ylin_g.shape)
+    if scale:
+        torch.mul(ylin_g, rstd_g, out=y_g) if bias_g is None else torch.addcmul(bias_g, ylin_g, rstd_g, out=y_g)
+    else:
+        y_g.copy_(ylin_g) if bias_g is None else torch.add(ylin_g, bias_g, out=y_g)
+    return y.to(x.dtype), ylin.to(x.dtype), st
 
 
 def backward(
@@ -202,6 +243,7 @@ def backward(
     weight: Tensor,
     has_bias: bool,
     ylin: Tensor,
+    stats: Optional[PatchStatistics],
     geo: ConvGeometry,
     eps: float,
     center: bool,
@@ -210,8 +252,9 @@ def backward(
 ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """Gradients for (x, weight, bias).
 
-    With r = rstd (1 when scale is off), G_p = mean_i (W^T gy)_i and A_p = mean_i vhat_i (W^T gy)_i
-    = sum_m gy_m ylin_m / I, the patch gradient is
+    `ylin` is the unscaled pre-bias output W . (v - mu*center) of `forward`; `stats` its patch
+    statistics, or None to recompute them. With r = rstd (1 when scale is off),
+    G_p = mean_i (W^T gy)_i and A_p = mean_i vhat_i (W^T gy)_i = r * sum_m gy_m ylin_m / I,
         dv_i = r (W^T gy)_i  -  center * r G_p  -  scale * r^2 (v_i - mu_p) A_p
     and dx is its col2im: one transposed convolution plus per-group patch terms that use the same
     decomposition as the forward pass, so no cancellation appears here either.
@@ -222,59 +265,71 @@ def backward(
     kernel = list(weight.shape[2:])
     out_ch = weight.shape[0]
     g = geo.groups
-    cg = c // g
+    cg, mg = c // g, out_ch // g
     n_k = math.prod(kernel)
     fan_in = cg * n_k
     out = list(grad_y.shape[2:])
     sdt = statistics_dtype(x.dtype)
 
-    gy = grad_y.to(sdt)
-    gy_g = _per_group(gy, g)  # (N, G, M/G, P)
-    # Recomputing the statistics costs a GroupNorm-sized pass and keeps only x and ylin saved.
-    st = patch_statistics(x, kernel, geo, out, eps, scale)
-    r = st.rstd.reshape(n, g, 1, -1) if scale else None
-    s_g = gy_g * r if scale else gy_g
-    s = s_g.reshape(gy.shape)
-    xcg, dev = st.xcg, st.dev
-    xc = xcg.reshape(n, c, *spatial)
-    patch_term = (dev if center else st.patches).reshape(n, g, n_k, -1)
+    if stats is None:
+        m, xcg = centre_channels(x, g)
+        stats = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=False)
+    else:
+        xcg = x.to(sdt).reshape(n, g, cg, *spatial) - stats.m.unsqueeze(2)
+    gy_b = grad_y.to(sdt).reshape(n * g, mg, -1)  # (N*G, M/G, P)
+    r_b = stats.rstd.reshape(n * g, 1, -1) if scale else None
+    patch_term = (stats.dev if center else stats.patches).reshape(n * g, n_k, -1)
+    # sum_m gy_m ylin_m is taken first, so its temporary is gone before the large buffers below exist.
+    dot = torch.linalg.vecdot(gy_b, ylin.to(sdt).view(gy_b.shape), dim=1).unsqueeze(1) if need_x and scale else None
 
     grad_x = grad_w = grad_b = None
     if need_x or need_w:
-        conv_in, conv_pad = _conv_input(xc.to(x.dtype), geo)
+        s_b = gy_b * r_b if scale else gy_b
+        conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
         gx, gw, _ = torch.ops.aten.convolution_backward(
-            s.to(x.dtype), conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation),
-            False, [0] * geo.ndim, g, [need_x, need_w, False],
+            s_b.view(grad_y.shape).to(x.dtype), conv_in, weight, None, list(geo.stride), conv_pad,
+            list(geo.dilation), False, [0] * geo.ndim, g, [need_x, need_w, False],
         )
+        del conv_in
         if need_w:
-            w_patch = torch.einsum("ngmp,ngkp->gmk", s_g, patch_term)  # (G, M/G, K)
-            gw = gw.to(sdt).reshape(out_ch, cg, n_k) + w_patch.reshape(out_ch, 1, n_k)
-            grad_w = gw.reshape(weight.shape).to(weight.dtype)
+            w_patch = torch.bmm(s_b, patch_term.transpose(1, 2)).view(n, out_ch, n_k).sum(0)
+            gw = gw.to(sdt).view(out_ch, cg, n_k).add_(w_patch.unsqueeze(1))
+            grad_w = gw.view(weight.shape).to(weight.dtype)
+        del s_b
         if need_x:
-            if not geo.symmetric:
-                k = geo.ndim
-                crop = [slice(None), slice(None)] + [
-                    slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(k)
-                ]
-                gx = gx[tuple(crop)]
-            gx = gx.to(sdt)
-            per_patch = torch.zeros(n, g, n_k, *out, dtype=sdt, device=x.device)
-            coeff_x = None
-            if center:
-                wtot = weight.to(sdt).reshape(g, out_ch // g, -1).sum(2)  # (G, M/G)
-                mean_grad = torch.einsum("gm,ngmp->ngp", wtot, gy_g) / fan_in
-                rg = mean_grad * r.squeeze(2) if scale else mean_grad
-                per_patch -= rg.reshape(n, g, 1, *out)
-            if scale:
-                a = (gy_g * _per_group(ylin.to(sdt), g)).sum(2) / fan_in  # (N, G, P)
-                e = (a * r.squeeze(2).square()).reshape(n, g, *out)
-                per_patch -= e.unsqueeze(2) * dev
-                coeff_x = _fold(e.unsqueeze(2).expand(n, g, n_k, *out), kernel, geo, spatial)
-            extra = _fold(per_patch, kernel, geo, spatial).unsqueeze(2)  # (N, G, 1, *spatial)
-            if coeff_x is not None:
-                extra = extra - coeff_x.unsqueeze(2) * xcg
-            gx = (gx.reshape(n, g, cg, *spatial) + extra).reshape(x.shape)
-            grad_x = gx.to(x.dtype)
+            grad_x = _input_gradient(gx, xcg, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale)
     if need_b and has_bias:
-        grad_b = gy.sum(dim=[0] + list(range(2, gy.dim()))).to(weight.dtype)
+        grad_b = grad_y.to(sdt).sum(dim=[0] + list(range(2, grad_y.dim()))).to(weight.dtype)
     return grad_x, grad_w, grad_b
+
+
+def _input_gradient(gx, xcg, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale):
+    """Adds the centring and scaling terms of dv to the transposed convolution's gx."""
+    n, g, cg = xcg.shape[:3]
+    out_ch = weight.shape[0]
+    n_k = math.prod(kernel)
+    fan_in = cg * n_k
+    sdt = xcg.dtype
+    if not geo.symmetric:
+        crop = [slice(None), slice(None)] + [
+            slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(geo.ndim)
+        ]
+        gx = gx[tuple(crop)].contiguous()
+    gx_g = gx.to(sdt).view(n, g, cg, *spatial)
+    per_patch = torch.zeros(n, g, n_k, *out, dtype=sdt, device=gx.device)
+    coeff_x = None
+    if center:
+        wtot = weight.to(sdt).reshape(g, out_ch // g, -1).sum(2)  # (G, M/G)
+        mean_grad = torch.bmm(wtot.expand(n, -1, -1).reshape(n * g, 1, -1), gy_b) / fan_in  # (N*G, 1, P)
+        if scale:
+            mean_grad *= r_b
+        per_patch -= mean_grad.view(n, g, 1, *out)
+    if scale:
+        # e = r^2 A = r^3 sum_m gy_m ylin_m / I, the weight of (v_i - mu) in dv.
+        e = (dot * r_b.pow(3) / fan_in).view(n, g, 1, *out)
+        per_patch.addcmul_(e, stats.dev, value=-1)
+        coeff_x = _fold(e.expand(n, g, n_k, *out), kernel, geo, spatial)
+    gx_g += _fold(per_patch, kernel, geo, spatial).unsqueeze(2)
+    if coeff_x is not None:
+        gx_g.addcmul_(coeff_x.unsqueeze(2), xcg, value=-1)
+    return gx_g.view(gx.shape).to(gx.dtype)

@@ -1,7 +1,7 @@
 """The two PyTorch entry points to the NC math.
 
-- `NormalizedConvFunction`: the training path. Saves x and the pre-bias output (statistics are
-  recomputed), and runs the analytic backward of `_algorithm.backward` (no k^2-times buffers).
+- `NormalizedConvFunction`: the training path. Saves x, the pre-bias output and the small patch
+  statistics, and runs the analytic backward of `_algorithm.backward` (no k^2-times buffers).
 - `torch.ops.ncnn_onnx.normalized_conv`: an opaque `torch.library` op used for inference and export.
   It has a fake kernel so `torch.export` and `torch.compile` see output shapes, and it is the single
   node that `ncnn_onnx.export` lowers to `ncnn_onnx::NormalizedConv`. Its own autograd formula
@@ -26,21 +26,26 @@ def _geometry(stride, pads, dilation, groups) -> ConvGeometry:
 class NormalizedConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: bool):
-        y, ylin = _algorithm.forward(x, weight, bias, geo, eps, center, scale)
-        if y is ylin:
-            # Without bias they are one tensor; a following ReLU(inplace=True) must not change ylin.
-            y = y.clone()
+        y, ylin, stats = _algorithm.forward(x, weight, bias, geo, eps, center, scale)
         ctx.args = (geo, eps, center, scale)
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight, ylin)
+        # Keep the patch statistics only while they are no larger than x (not for depthwise layers,
+        # whose patch maps are K times the input): memory stays O(input), else recompute.
+        if center:
+            stats.patches = None  # only the uncentred product needs the raw patches
+        keep = stats.nbytes() <= x.numel() * x.element_size()
+        ctx.keep_stats = keep
+        extra = (stats.m, stats.patches, stats.dev, stats.rstd) if keep else ()
+        ctx.save_for_backward(x, weight, ylin, *extra)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
-        x, weight, ylin = ctx.saved_tensors
+        x, weight, ylin, *extra = ctx.saved_tensors
+        stats = _algorithm.PatchStatistics(*extra) if ctx.keep_stats else None
         gx, gw, gb = _algorithm.backward(
-            grad_y.contiguous(), x, weight, ctx.has_bias, ylin, *ctx.args, ctx.needs_input_grad[:3]
+            grad_y.contiguous(), x, weight, ctx.has_bias, ylin, stats, *ctx.args, ctx.needs_input_grad[:3]
         )
         return gx, gw, gb, None, None, None, None
 
@@ -61,7 +66,7 @@ def normalized_conv(
     """NC with resolved arguments; pads in ONNX order (before..., after...)."""
     geo = _geometry(stride, pads, dilation, groups)
     with torch.no_grad():
-        return _algorithm.forward(x, weight, bias, geo, eps, center, scale)[0]
+        return _algorithm.forward(x, weight, bias, geo, eps, center, scale, for_backward=False)[0]
 
 
 @normalized_conv.register_fake
@@ -79,9 +84,9 @@ def _setup_context(ctx, inputs, output):
 
 def _op_backward(ctx, grad_y):
     x, weight, bias = ctx.saved_tensors
-    _, ylin = _algorithm.forward(x, weight, bias, *ctx.args)
+    _, ylin, stats = _algorithm.forward(x, weight, bias, *ctx.args)
     gx, gw, gb = _algorithm.backward(
-        grad_y.contiguous(), x, weight, ctx.has_bias, ylin, *ctx.args, ctx.needs_input_grad[:3]
+        grad_y.contiguous(), x, weight, ctx.has_bias, ylin, stats, *ctx.args, ctx.needs_input_grad[:3]
     )
     return gx, gw, gb, None, None, None, None, None, None, None
 
