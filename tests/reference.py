@@ -1,4 +1,5 @@
-"""The one place that states the parity contract (DESIGN.md §3) and holds the float64 reference.
+"""The tests' one helper for the parity contract (DESIGN.md §3; the bar itself is
+ncnn_onnx.parity, shared with `ncnn-onnx check`) and the float64 reference.
 
 The reference is deliberately naive and independent of the package: it materializes every patch with
 `Tensor.unfold`, in float64, and standardizes it with a two-pass mean and variance.
@@ -13,27 +14,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# max|Y - Y_ref| <= TOLERANCE[dtype] * max|Y_ref|
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float64: 1e-10}
-NUMPY_TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float16): 1e-2, np.dtype(np.float64): 1e-10}
+from ncnn_onnx.parity import bar, parity_error as _parity_error
 
 
 def parity_error(y, y_ref) -> float:
-    """max|y - y_ref| / max|y_ref|, the figure the parity bar bounds."""
-    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).double()
-    y_ref = torch.as_tensor(np.asarray(y_ref) if not isinstance(y_ref, torch.Tensor) else y_ref).double()
-    assert y.shape == y_ref.shape, f"shape {tuple(y.shape)} vs reference {tuple(y_ref.shape)}"
-    return (y - y_ref).abs().max().item() / max(y_ref.abs().max().item(), 1e-30)
+    """max|y - y_ref| / max|y_ref|, the figure the parity bar bounds (ncnn_onnx.parity)."""
+    return _parity_error(_numpy(y), _numpy(y_ref))
 
 
 def assert_parity(y, y_ref, dtype) -> float:
-    if isinstance(dtype, torch.dtype):
-        tol = TOLERANCE[dtype]
-    else:
-        tol = NUMPY_TOLERANCE[np.dtype(dtype)]
+    """Asserts the contract's bar for `dtype` (a torch or NumPy dtype): the tolerance lives in
+    ncnn_onnx.parity and nowhere else."""
+    tol = bar(dtype if isinstance(dtype, torch.dtype) else np.dtype(dtype))
     err = parity_error(y, y_ref)
     assert err <= tol, f"parity error {err:.3e} > {tol:.0e} (dtype {dtype})"
     return err
+
+
+def _numpy(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().double().cpu().numpy()
+    return np.asarray(t, dtype=np.float64)
 
 
 def nc_reference(x, w, b=None, stride=1, pads=0, dilation=1, groups=1, eps=1e-5, center=True, scale=True):
