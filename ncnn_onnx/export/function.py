@@ -74,8 +74,13 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     axis2 = b.const([2])
     minus1 = b.const([-1])
 
-    def reduce(op, x, keepdims=1):
-        return b(op, x, axis2, keepdims=keepdims)
+    axis3 = b.const([3])
+
+    def reduce(op, x):
+        return b(op, x, axis2, keepdims=1)
+
+    def reduce_k(op, x):
+        return b(op, x, axis3, keepdims=1)
 
     def as_work(int_tensor):
         return b("Cast", int_tensor, to=working_type)
@@ -108,21 +113,19 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     onehot = b("Reshape", eye, b("Concat", k, b.const([1]), kernel, axis=0))  # (K, 1, k...)
     kern = b("Concat", *([onehot] * _MAPS), axis=0)
     patches = b("Conv", maps, kern, group=_MAPS, refs=patch_refs)
-    p5 = b("Reshape", patches, b("Concat", n, g, b.const([_MAPS]), k, minus1, axis=0))  # (N, G, 3, K, P)
-    pm, ps, pq = (b("Gather", p5, b.const(i), axis=2) for i in range(_MAPS))  # (N, G, K, P) each
+    # (N, G, 1, K, P) each: the singleton axis stays, so the K axis is 3 from here on.
+    pm, ps, pq = b("Split", b("Reshape", patches, b("Concat", n, g, b.const([_MAPS]), k, minus1, axis=0)),
+                   axis=2, num_outputs=_MAPS, outputs=_MAPS)
 
-    # Corrected two-pass statistics over the K patch locations.
-    kf, cgf = as_work(k), as_work(cg)
-    fan_in = b("Mul", kf, cgf)
-    d0 = b("Sub", pm, reduce("ReduceMean", pm))
-    dev = b("Sub", d0, b("Add", reduce("ReduceMean", d0), b("Div", reduce("ReduceSum", ps), fan_in)))
-    two = b.const(2.0, working_type)
-    var = b(
-        "Div",
-        b("Add", b("Add", reduce("ReduceSum", pq), b("Mul", two, reduce("ReduceSum", b("Mul", dev, ps)))),
-          b("Mul", cgf, reduce("ReduceSum", b("Mul", dev, dev)))),
-        fan_in,
-    )  # (N, G, 1, P)
+    # Corrected two-pass statistics over the K patch locations:
+    # mu = mean(m) + [mean(m - mean(m)) + sum(s) / I], the bracket being small.
+    cgf = as_work(cg)
+    fan_in = b("Mul", as_work(k), cgf)
+    d0 = b("Sub", pm, reduce_k("ReduceMean", pm))
+    dev = b("Sub", d0, reduce_k("ReduceMean", b("Add", d0, b("Div", ps, cgf))))
+    # I * var = sum_k (q_k + dev_k * (2 s_k + cg dev_k)), every term computed from small numbers.
+    spread = b("Add", pq, b("Mul", dev, b("Add", b("Add", ps, ps), b("Mul", cgf, dev))))
+    var = b("Div", reduce_k("ReduceSum", spread), fan_in)  # (N, G, 1, 1, P)
     eps = b("Cast", b("Constant", refs=[("value_float", "epsilon")]), to=working_type)
     rstd = b("Reciprocal", b("Sqrt", b("Add", b("Relu", var), eps)))
 
@@ -132,8 +135,10 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     term_in = b("Where", center, dev, pm)
     factor = b("Where", scale, rstd, b.const(1.0, working_type))
 
-    wsum = b("ReduceSum", b("Reshape", ww, b("Concat", g, minus1, cg, k, axis=0)), axis2, keepdims=0)  # (G, M/G, K)
-    y1g = b("Reshape", y1, b("Concat", n, g, m_per_g, minus1, axis=0))  # (N, G, M/G, P)
+    # Wsum (G, 1, M/G, K) @ (N, G, 1, K, P) -> (N, G, 1, M/G, P), added to Y1 in the same layout.
+    wsum = b("ReduceSum", b("Reshape", ww, b("Concat", g, minus1, cg, k, axis=0)), axis2, keepdims=0)
+    wsum = b("Reshape", wsum, b("Concat", g, b.const([1]), m_per_g, k, axis=0))
+    y1g = b("Reshape", y1, b("Concat", n, g, b.const([1]), m_per_g, minus1, axis=0))
     yg = b("Mul", b("Add", y1g, b("MatMul", wsum, term_in)), factor)
 
     # B is optional and a function cannot branch on a missing input; Gemm's optional C can:
@@ -145,7 +150,7 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     zero_a = b("CastLike", zero, "X")
     zero_b = b("CastLike", b("ConstantOfShape", b("Concat", b.const([1]), m_out, axis=0)), "X")
     bias = b("Cast", b("Gemm", zero_a, zero_b, "B"), to=working_type)  # (1, M)
-    bias = b("Reshape", bias, b("Concat", b.const([1]), g, m_per_g, b.const([1]), axis=0))
+    bias = b("Reshape", bias, b("Concat", b.const([1]), g, b.const([1]), m_per_g, b.const([1]), axis=0))
     y = b("Reshape", b("Add", yg, bias), b("Shape", y1))
     b.nodes.append(helper.make_node("CastLike", [y, "X"], ["Y"]))
 

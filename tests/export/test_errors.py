@@ -85,3 +85,33 @@ def test_model_with_nc_layers_does_not_warn(caplog):
         with caplog.at_level(logging.INFO, logger="ncnn_onnx"):
             export(net(), (torch.randn(2, 3, 8, 8),))
     assert "exported 2 NormalizedConv node(s) with the fallback function" in caplog.text
+
+
+class FunctionalOnly(nn.Module):
+    """NC through the functional API, no layer: errors can only name the node and its module path."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3, 3, 3, dtype=dtype))
+
+    def forward(self, x, shift=None):
+        from ncnn_onnx import functional as ncf
+
+        return ncf.normalized_conv2d(x if shift is None else x + shift, self.w, padding=1)
+
+
+def test_functional_bfloat16_is_refused_by_node():
+    with pytest.raises(ExportError, match=r"node '.*normalized_conv' \(layer '<root>'\): element type BFLOAT16"):
+        export(FunctionalOnly(torch.bfloat16).eval(), (torch.randn(2, 3, 8, 8, dtype=torch.bfloat16),))
+
+
+def test_keyword_inputs_are_dynamic_too():
+    model = FunctionalOnly(torch.float32).eval()
+    gen = torch.Generator().manual_seed(7)
+    x, shift = torch.randn(2, 3, 8, 8, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    proto = export(model, (x,), kwargs={"shift": shift})
+    assert all(i.type.tensor_type.shape.dim[0].dim_param for i in proto.graph.input)
+    x2, shift2 = torch.randn(3, 3, 10, 7, generator=gen), torch.randn(3, 3, 10, 7, generator=gen)
+    with torch.no_grad():
+        ref = nc_reference(x2 + shift2, model.w, pads=1)
+    assert_parity(run_ort(session(proto), x2.numpy(), shift2.numpy()), ref, torch.float32)

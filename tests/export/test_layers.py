@@ -152,3 +152,14 @@ def test_constant_weight_arithmetic_is_folded_and_runtime_weights_stay_inputs():
     with torch.no_grad():
         ref = nc_reference(x, model.w * 2 + 0.5, model.b.exp(), pads=1) + nc_reference(x, rw.reshape(128, 64, 1, 1))
     assert_parity(run_ort(session(proto), x.numpy(), rw.numpy()), ref, np.float32)
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+def test_other_opsets(opset):
+    layer = make_layer(GRID[7])  # circular padding: Pad 'wrap' exists from opset 18 on
+    x = torch.randn(2, 3, 11, 10, generator=torch.Generator().manual_seed(8)) * 3 + 2
+    proto = export(layer, (x,), opset=opset)
+    check_model(proto)
+    assert {(o.domain, o.version) for o in proto.opset_import} == {("", opset), ("ncnn_onnx", 1)}
+    assert [(o.domain, o.version) for o in proto.functions[0].opset_import] == [("", opset)]
+    assert_parity(run_ort(session(proto), x.numpy()), layer_reference(layer, x), np.float32)
