@@ -71,10 +71,7 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     conv_refs = [(a, a) for a in CONV_ATTRIBUTES]
     # The one-hot Conv has its own group count; everything else about it follows the node.
     patch_refs = [(a, a) for a in CONV_ATTRIBUTES if a != "group"]
-    axis2 = b.const([2])
-    minus1 = b.const([-1])
-
-    axis3 = b.const([3])
+    axis2, axis3, minus1 = b.const([2]), b.const([3]), b.const([-1])
 
     def reduce(op, x):
         return b(op, x, axis2, keepdims=1)

@@ -16,7 +16,8 @@ SPEC = (pathlib.Path(__file__).parents[2] / "docs" / "op.md").read_text()
 
 def test_attribute_table_matches_schema():
     rows = re.findall(r"^\| `(\w+)` \| (\w+) \| ([^|]+) \|", SPEC, re.M)
-    table = {name: (kind, default.strip()) for name, kind, default in rows if kind in ("int", "ints", "float", "string")}
+    kinds = ("int", "ints", "float", "string")
+    table = {name: (kind, default.strip()) for name, kind, default in rows if kind in kinds}
     schema = onnx.defs.get_schema("NormalizedConv", 1, "ncnn_onnx")
     assert set(table) == set(schema.attributes)
     for name, attr in schema.attributes.items():

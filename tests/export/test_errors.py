@@ -115,3 +115,19 @@ def test_keyword_inputs_are_dynamic_too():
     with torch.no_grad():
         ref = nc_reference(x2 + shift2, model.w, pads=1)
     assert_parity(run_ort(session(proto), x2.numpy(), shift2.numpy()), ref, torch.float32)
+
+
+def test_failed_export_leaves_the_model_as_it_was():
+    class Failing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = NormalizedConv2d(3, 4, 3, affine=True, weight_standardization=True)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = Failing().eval()
+    weight, gain = model.conv.weight, model.conv.gain
+    with pytest.raises(Exception, match="boom"):
+        export(model, (torch.randn(2, 3, 8, 8),))
+    assert model.conv.weight is weight and model.conv.gain is gain and model.conv.weight_standardization

@@ -14,6 +14,7 @@ from export_checks import check_model, run_evaluator, run_ort, session
 from ncnn_onnx.export import build_function
 from reference import assert_parity, nc_reference, photo_scales, photographs
 
+ATTRIBUTES = {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "epsilon", "center", "scale"}
 ELEM = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}
 
 
@@ -26,7 +27,8 @@ def single_node_model(x_shape, w, b, attrs, dtype=np.float32, opset=20):
     inits = [numpy_helper.from_array(w.astype(dtype), "W")]
     if b is not None:
         inits.append(numpy_helper.from_array(b.astype(dtype), "B"))
-    node = helper.make_node("NormalizedConv", ["X", "W", "B" if b is not None else ""], ["Y"], domain="ncnn_onnx", **attrs)
+    inputs = ["X", "W", "B" if b is not None else ""]
+    node = helper.make_node("NormalizedConv", inputs, ["Y"], domain="ncnn_onnx", **attrs)
     graph = helper.make_graph([node], "nc", [x], [y], inits)
     working = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     return helper.make_model(
@@ -167,7 +169,7 @@ def test_function_declares_attributes_and_defaults():
     f = build_function(20)
     assert (f.domain, f.name, list(f.input), list(f.output)) == ("ncnn_onnx", "NormalizedConv", ["X", "W", "B"], ["Y"])
     declared = set(f.attribute) | {a.name for a in f.attribute_proto}
-    assert declared == {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "epsilon", "center", "scale"}
+    assert declared == ATTRIBUTES
     defaults = {a.name: helper.get_attribute_value(a) for a in f.attribute_proto}
     assert defaults == {"epsilon": pytest.approx(1e-5), "center": 1, "scale": 1}
     ops = {n.op_type for n in f.node}

@@ -129,7 +129,8 @@ def test_resnet_structure(resnet):
 def test_resnet_random_inputs_at_several_sizes(resnet):
     model, proto = resnet
     gen = torch.Generator().manual_seed(4)
-    inputs = [torch.randn(b, 3, h, w, generator=gen) * s for b, h, w, s in [(1, 32, 32, 1), (3, 24, 40, 5), (2, 45, 33, 0.1)]]
+    sizes = [(1, 32, 32, 1), (3, 24, 40, 5), (2, 45, 33, 0.1)]
+    inputs = [torch.randn(b, 3, h, w, generator=gen) * s for b, h, w, s in sizes]
     check_against_float64(model, proto, inputs, evaluator_inputs=[inputs[0][:, :, :16, :16]])
 
 
@@ -177,7 +178,9 @@ def test_net3d():
 def test_fallback_false_file_and_names(tmp_path):
     model = prepared(SmallResNet())
     path = tmp_path / "resnet.onnx"
-    proto = export(model, (torch.randn(2, 3, 32, 32),), path, fallback=False, input_names=["image"], output_names=["logits"])
+    proto = export(
+        model, (torch.randn(2, 3, 32, 32),), path, fallback=False, input_names=["image"], output_names=["logits"]
+    )
     assert not proto.functions and len(nc_nodes(proto)) == 7
     assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == ["logits"]
     loaded = onnx.load(path)

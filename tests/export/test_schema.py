@@ -30,7 +30,9 @@ def test_schema_is_registered_once_and_declares_the_op():
     assert [p.name for p in schema.inputs] == ["X", "W", "B"]
     assert schema.min_input == 2 and schema.max_input == 3
     attrs = schema.attributes
-    assert set(attrs) == {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "epsilon", "center", "scale"}
+    assert set(attrs) == {
+        "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "epsilon", "center", "scale"
+    }
     defaults = {k: helper.get_attribute_value(a.default_value) for k, a in attrs.items() if a.default_value.type}
     assert defaults == {"auto_pad": b"NOTSET", "group": 1, "epsilon": pytest.approx(1e-5), "center": 1, "scale": 1}
     assert set(schema.type_constraints[0].allowed_type_strs) == {"tensor(float)", "tensor(float16)", "tensor(double)"}
@@ -77,6 +79,9 @@ def test_importing_the_package_needs_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, ncnn_onnx.export, onnx; onnx.defs.get_schema('NormalizedConv', 1, 'ncnn_onnx'); print('torch' in sys.modules)"
+    code = (
+        "import sys, ncnn_onnx.export, onnx; onnx.defs.get_schema('NormalizedConv', 1, 'ncnn_onnx'); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
