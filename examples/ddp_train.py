@@ -59,6 +59,9 @@ def main(argv=None) -> None:
     spread = max((g - flat).abs().max().item() for g in gathered)
     if rank == 0:
         print(f"max weight difference between ranks: {spread:.3e}")
+    # Without this barrier one rank may tear gloo down while the other still talks to it, and the
+    # process aborts at exit ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
     if spread != 0.0:
         raise SystemExit(f"ranks diverged: max weight difference {spread}")

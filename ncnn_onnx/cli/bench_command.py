@@ -1,0 +1,46 @@
+"""ncnn-onnx bench model.onnx [--input-shape S] [--threads T] [--repeats R]: latency per deployed path."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--input-shape", help="input shape (default: from the model, 1 and 32 for dynamic dims)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from . import deployed, inputs
+    from .model_spec import parse_shape
+
+    paths, missing = deployed.available(args.model)
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    sessions = {label: make(threads=args.threads) for label, make in paths.items()}
+    feed = inputs.random_feed(inputs.signature(next(iter(sessions.values()))), shape)
+    batch = next(iter(feed.values())).shape[0]
+    times = {label: [] for label in sessions}
+    for label, sess in sessions.items():
+        for _ in range(args.warmup):
+            sess.run(None, feed)
+    # Interleaved, so that a noisy machine slows every path alike.
+    for _ in tqdm(range(args.repeats), desc="bench", unit="round", leave=False):
+        for label, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times[label].append(time.perf_counter() - start)
+    base = statistics.median(times[next(iter(times))])
+    print(f"input {tuple(next(iter(feed.values())).shape)}, {args.repeats} interleaved rounds, median")
+    print(f"{'path':<24}{'latency ms':>12}{'samples/s':>12}{'vs first':>10}")
+    for label, samples in times.items():
+        med = statistics.median(samples)
+        print(f"{label:<24}{med * 1e3:>12.3f}{batch / med:>12.1f}{med / base:>10.2f}")
+    for label, why in missing.items():
+        print(f"not measured: {label}: {why}")
+    return 0

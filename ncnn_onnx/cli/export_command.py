@@ -1,0 +1,54 @@
+"""ncnn-onnx export SPEC -o model.onnx --input-shape 1,3,224,224 [--weights w.pt] [--fp16] [--no-fallback]"""
+
+from __future__ import annotations
+
+import os
+
+
+def add_arguments(p) -> None:
+    p.add_argument("spec", help="the model factory, package.module:factory (called with no arguments)")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--input-shape", required=True, help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--weights", help="a state_dict saved with torch.save")
+    p.add_argument("--fp16", action="store_true", help="export float16 (weights and NC nodes)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="do not embed the standard-op function (then only the library can run the model)")
+    p.add_argument("--static", action="store_true", help="fixed batch and spatial dims (default: dynamic)")
+
+
+def run(args) -> int:
+    import logging
+
+    from tqdm import tqdm
+
+    if not args.debug:
+        # torch.onnx logs warnings about optional packages (torchvision ops) that concern no NC model.
+        import torch._logging
+
+        torch._logging.set_logs(onnx=logging.ERROR)
+
+    from .model_spec import load_model, parse_shape
+
+    shape = parse_shape(args.input_shape)
+    with tqdm(total=3, desc="export", unit="step", leave=False) as bar:
+        bar.set_postfix_str("building the model")
+        import torch
+
+        model = load_model(args.spec, args.weights)
+        dtype = torch.float16 if args.fp16 else torch.float32
+        model = model.to(dtype)
+        example = torch.randn(*shape, dtype=dtype)
+        bar.update()
+        bar.set_postfix_str("tracing and lowering")
+        from ncnn_onnx.export import export
+
+        onnx_model = export(model, (example,), args.output, dynamic=not args.static, fallback=not args.no_fallback)
+        bar.update()
+        bar.set_postfix_str("checking")
+        nc_nodes = sum(1 for n in onnx_model.graph.node if n.domain == "ncnn_onnx")
+        bar.update()
+    size = os.path.getsize(args.output) / 2**20
+    fallback = "without" if args.no_fallback else "with"
+    print(f"wrote {args.output} ({size:.1f} MiB): {nc_nodes} NormalizedConv node(s), {fallback} the fallback "
+          f"function, {'static' if args.static else 'dynamic'} shapes, {dtype}".replace("torch.", ""))
+    return 0

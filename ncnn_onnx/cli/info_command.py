@@ -1,0 +1,34 @@
+"""ncnn-onnx info: versions, the custom-op library, providers, CUDA kernels."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+
+def add_arguments(p) -> None:
+    del p  # no options
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run(args) -> int:
+    import onnxruntime as ort
+
+    import ncnn_onnx
+    from ncnn_onnx import runtime
+
+    print(f"ncnn_onnx     {ncnn_onnx.__version__}")
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "torch"):
+        print(f"{dist:<14}{_version(dist)}")
+    print(f"providers     {', '.join(ort.get_available_providers())}")
+    try:
+        print(f"library       {runtime.get_library_path()}")
+        print(f"CUDA kernels  {'built in' if runtime.cuda_kernels_built() else 'not built (no CUDA compiler at build time)'}")
+    except (FileNotFoundError, OSError) as exc:
+        print(f"library       not available: {str(exc).splitlines()[0]}")
+    return 0
