@@ -9,7 +9,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml CMakeLists.txt
+# The native sources are prerequisites too: the editable install builds the custom-op library once and
+# does not rebuild it on import, so a changed source re-runs the install (incremental in build/).
+NATIVE_SOURCES := $(wildcard runtime/*.cc runtime/*.map runtime/cmake/*.cmake runtime/*/*.h runtime/*/*.cc \
+	runtime/*/*.inc runtime/*/*.cu runtime/*/*.cuh)
+
+$(STAMP): pyproject.toml CMakeLists.txt $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)

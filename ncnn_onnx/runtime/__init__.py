@@ -1,0 +1,124 @@
+"""ONNX Runtime kernels of ``ncnn_onnx::NormalizedConv``: the custom-op library and session helpers.
+
+    from ncnn_onnx import runtime
+    sess = runtime.InferenceSession("model.onnx")                 # CPU kernels registered
+    opts = runtime.session_options(intra_op_num_threads=2)        # for onnxruntime.InferenceSession
+
+The library is built by ``pip install .`` (or the editable install ``make test`` runs) and lives next to
+this file. Importing this module needs onnxruntime only; it never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import onnxruntime as ort
+
+__all__ = ["LIBRARY_NAME", "get_library_path", "session_options", "InferenceSession", "cuda_kernels_built", "build_info"]
+
+LIBRARY_NAME = "libncnn_onnx_ops.so"
+_BUILD_INFO = "build_info.json"
+# Set on session options that carry the library: registering it twice makes onnxruntime fail with
+# "Domain already set in registry".
+_REGISTERED_KEY = "ncnn_onnx.custom_ops_library"
+
+
+def _package_dirs() -> list[Path]:
+    # An editable install splits the package: sources here, built files in the install tree; the
+    # package's __path__ lists both.
+    dirs = [Path(p) for p in globals().get("__path__", [])]
+    here = Path(__file__).resolve().parent
+    return dirs if here in [d.resolve() for d in dirs] else [here, *dirs]
+
+
+def get_library_path() -> str:
+    """Absolute path of the custom-op library, for ``SessionOptions.register_custom_ops_library``.
+
+    The environment variable ``NCNN_ONNX_LIBRARY`` overrides the search (e.g. a separate CMake build).
+    Raises FileNotFoundError naming where the library was expected when it was not built.
+    """
+    override = os.environ.get("NCNN_ONNX_LIBRARY")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"NCNN_ONNX_LIBRARY={override} is not a file")
+        return str(path.resolve())
+    candidates = [d / LIBRARY_NAME for d in _package_dirs()]
+    for path in candidates:
+        if path.is_file():
+            return str(path.resolve())
+    expected = " or ".join(str(p) for p in candidates)
+    raise FileNotFoundError(
+        f"the ncnn_onnx custom-op library was not built: expected {expected}. Build it with "
+        "`pip install .` (or `pip install --no-build-isolation -e .`) from the source tree; it needs a C++ "
+        "compiler and CMake."
+    )
+
+
+def build_info() -> dict:
+    """What the library was built with (e.g. {"cuda": false, ...}); {} when it says nothing."""
+    library = Path(get_library_path())
+    info = library.parent / _BUILD_INFO
+    if not info.is_file():
+        return {}
+    return json.loads(info.read_text())
+
+
+def cuda_kernels_built() -> bool:
+    """Whether the library holds CUDA kernels (it was built where a CUDA compiler was found)."""
+    return bool(build_info().get("cuda", False))
+
+
+def session_options(base: Optional[ort.SessionOptions] = None, **kwargs: Any) -> ort.SessionOptions:
+    """Session options with the library registered.
+
+    ``base`` is updated in place (and returned) when given, else a new ``SessionOptions`` is made; keyword
+    arguments set its attributes, e.g. ``intra_op_num_threads=2``. Registering on options that already
+    carry the library is a no-op.
+    """
+    options = base if base is not None else ort.SessionOptions()
+    for name, value in kwargs.items():
+        if name.startswith("_") or not hasattr(options, name):
+            raise TypeError(f"onnxruntime.SessionOptions has no attribute {name!r}")
+        setattr(options, name, value)
+    if not _is_registered(options):
+        path = get_library_path()
+        options.register_custom_ops_library(path)
+        options.add_session_config_entry(_REGISTERED_KEY, path)
+    return options
+
+
+def _is_registered(options: ort.SessionOptions) -> bool:
+    try:
+        options.get_session_config_entry(_REGISTERED_KEY)
+    except RuntimeError:  # onnxruntime raises when the key is absent
+        return False
+    return True
+
+
+ModelLike = Union[str, os.PathLike, bytes, Any]
+
+
+def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
+    model: ModelLike,
+    providers: Optional[Sequence[Any]] = None,
+    sess_options: Optional[ort.SessionOptions] = None,
+    **kwargs: Any,
+) -> ort.InferenceSession:
+    """An ``onnxruntime.InferenceSession`` with the library registered.
+
+    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``. ``providers`` defaults to
+    ``["CPUExecutionProvider"]``. Other keyword arguments set SessionOptions attributes (see
+    ``session_options``) on ``sess_options`` or on new options.
+    """
+    options = session_options(sess_options, **kwargs)
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, (str, bytes)):
+        raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+    return ort.InferenceSession(model, options, providers=list(providers or ["CPUExecutionProvider"]))

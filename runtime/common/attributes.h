@@ -1,0 +1,36 @@
+// The op's attributes: ONNX Conv's, with Conv's defaults, plus epsilon, center and scale.
+// Read once when a kernel is created; every execution provider's kernel shares this reading and checking.
+#pragma once
+
+#include <onnxruntime_c_api.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace ncnn_onnx {
+
+enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
+
+struct ConvAttributes {
+  AutoPad auto_pad = AutoPad::kNotSet;
+  // Empty means "not given": the default depends on the rank, which only the inputs tell.
+  std::vector<int64_t> dilations;
+  std::vector<int64_t> kernel_shape;
+  std::vector<int64_t> pads;  // begin..., end...
+  std::vector<int64_t> strides;
+  int64_t group = 1;
+  float epsilon = 1e-5f;
+  bool center = true;
+  bool scale = true;
+};
+
+// Reads and checks every attribute; an attribute of the wrong type or value throws InvalidArgument
+// naming it (a wrongly typed attribute is never mistaken for a missing one).
+ConvAttributes ReadConvAttributes(const OrtApi& api, const OrtKernelInfo* info);
+
+// The rank-independent checks of ReadConvAttributes, separately callable (and testable without onnxruntime).
+void ValidateConvAttributes(const ConvAttributes& attributes);
+
+const char* AutoPadName(AutoPad auto_pad);
+
+}  // namespace ncnn_onnx

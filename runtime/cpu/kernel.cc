@@ -1,0 +1,186 @@
+#include "kernel.h"
+
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <type_traits>
+
+#include "../common/errors.h"
+#include "../common/ort_api.h"
+#include "../common/tensor.h"
+#include "half.h"
+#include "job.h"
+
+namespace ncnn_onnx::cpu {
+namespace {
+
+template <typename T>
+struct TypeOf;
+template <>
+struct TypeOf<float> {
+  static constexpr ONNXTensorElementDataType kValue = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+};
+template <>
+struct TypeOf<Half> {
+  static constexpr ONNXTensorElementDataType kValue = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+};
+template <>
+struct TypeOf<double> {
+  static constexpr ONNXTensorElementDataType kValue = ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+};
+
+void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected) {
+  if (tensor.type != expected) {
+    throw InvalidArgument(std::string(name) + " has element type " + ElementTypeName(tensor.type) + ", expected " +
+                          ElementTypeName(expected) + " like X");
+  }
+}
+
+// Runs job tasks on onnxruntime's intra-op pool. Task exceptions must not unwind through onnxruntime's
+// threads: the first one is kept and rethrown on the calling thread once every task has returned.
+template <typename T, typename Acc>
+struct ParallelRun {
+  const Job<T, Acc>* job;
+  void (*run)(const Job<T, Acc>&, int64_t);
+  std::atomic<bool> failed{false};
+  std::mutex mutex;
+  std::exception_ptr error;
+
+  static void Task(void* data, size_t index) noexcept {
+    auto* self = static_cast<ParallelRun*>(data);
+    if (self->failed.load(std::memory_order_relaxed)) return;
+    try {
+      self->run(*self->job, static_cast<int64_t>(index));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(self->mutex);
+      if (!self->error) self->error = std::current_exception();
+      self->failed.store(true, std::memory_order_relaxed);
+    }
+  }
+};
+
+}  // namespace
+
+CpuKernel::CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type)
+    : api_(api), node_name_(NodeName(api, info)), type_(type), attributes_(ReadConvAttributes(api, info)),
+      backend_(SelectBackend()) {
+  // A constant W (and B) is checked and packed now: a bad model fails at session creation, and calls
+  // skip the packing.
+  int is_constant = 0;
+  const OrtValue* w_value = nullptr;
+  ThrowOnError(api, api.KernelInfoGetConstantInput_tensor(info, 1, &is_constant, &w_value));
+  if (!is_constant || w_value == nullptr) return;
+  const TensorInfo w = DescribeTensor(api, w_value);
+  CheckType("W", w, type_);
+  size_t inputs = 0;
+  ThrowOnError(api, api.KernelInfo_GetInputCount(info, &inputs));
+  TensorInfo b;
+  bool has_bias = false;
+  if (inputs > 2) {
+    int bias_constant = 0;
+    const OrtValue* b_value = nullptr;
+    ThrowOnError(api, api.KernelInfoGetConstantInput_tensor(info, 2, &bias_constant, &b_value));
+    if (!bias_constant || b_value == nullptr) {
+      // B is a graph input or an optional input left empty; either way it is read per call. Only the
+      // shape check of W is done now.
+      CheckWeightShapes(attributes_, w.shape, nullptr);
+      return;
+    }
+    b = DescribeTensor(api, b_value);
+    CheckType("B", b, type_);
+    has_bias = true;
+  }
+  CheckWeightShapes(attributes_, w.shape, has_bias ? &b.shape : nullptr);
+  int64_t fan_in = 1;
+  for (size_t d = 1; d < w.shape.size(); ++d) fan_in *= w.shape[d];
+  const int64_t out_channels = w.shape[0];
+  switch (type_) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      constant_f32_ = std::make_unique<PackedWeights<float>>(PackWeights<float, float>(
+          static_cast<const float*>(w.data), has_bias ? static_cast<const float*>(b.data) : nullptr, out_channels,
+          attributes_.group, fan_in));
+      break;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      constant_f32_ = std::make_unique<PackedWeights<float>>(PackWeights<Half, float>(
+          static_cast<const Half*>(w.data), has_bias ? static_cast<const Half*>(b.data) : nullptr, out_channels,
+          attributes_.group, fan_in));
+      break;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      constant_f64_ = std::make_unique<PackedWeights<double>>(PackWeights<double, double>(
+          static_cast<const double*>(w.data), has_bias ? static_cast<const double*>(b.data) : nullptr,
+          out_channels, attributes_.group, fan_in));
+      break;
+    default:
+      break;
+  }
+}
+
+void CpuKernel::Compute(OrtKernelContext* context) const {
+  switch (type_) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      Run<float, float>(context, backend_.f32, constant_f32_.get());
+      break;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      Run<Half, float>(context, backend_.f16, constant_f32_.get());
+      break;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      Run<double, double>(context, backend_.f64, constant_f64_.get());
+      break;
+    default:
+      throw InvalidArgument(std::string("unsupported element type ") + ElementTypeName(type_) +
+                            "; supported: float32, float16, float64");
+  }
+}
+
+template <typename T, typename Acc>
+void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
+                    const PackedWeights<Acc>* constant) const {
+  const ONNXTensorElementDataType type = TypeOf<T>::kValue;
+  TensorInfo x, w, b;
+  if (!GetInput(api_, context, 0, &x)) throw InvalidArgument("input X is missing");
+  if (!GetInput(api_, context, 1, &w)) throw InvalidArgument("input W is missing");
+  const bool has_bias = GetInput(api_, context, 2, &b);
+  CheckType("X", x, type);
+  CheckType("W", w, type);
+  if (has_bias) CheckType("B", b, type);
+  const ConvGeometry geometry = ResolveGeometry(attributes_, x.shape, w.shape, has_bias ? &b.shape : nullptr);
+  void* y = GetOutput(api_, context, 0, geometry.OutputShape());
+  if (geometry.batch == 0 || geometry.out_channels == 0) return;
+
+  PackedWeights<Acc> packed;
+  const PackedWeights<Acc>* weights = constant;
+  if (weights == nullptr) {
+    packed = PackWeights<T, Acc>(static_cast<const T*>(w.data), has_bias ? static_cast<const T*>(b.data) : nullptr,
+                                 geometry.out_channels, geometry.group, geometry.fan_in);
+    weights = &packed;
+  }
+  Routine<T, Acc> routine = preferred;
+  if (routine.accepts != nullptr && !routine.accepts(geometry)) {
+    const Backend portable = PortableBackend();
+    if constexpr (std::is_same_v<T, float>) routine = portable.f32;
+    if constexpr (std::is_same_v<T, Half>) routine = portable.f16;
+    if constexpr (std::is_same_v<T, double>) routine = portable.f64;
+  }
+
+  Job<T, Acc> job;
+  job.geometry = &geometry;
+  job.plan = MakePlan(geometry, routine.strip_columns);
+  job.x = static_cast<const T*>(x.data);
+  job.y = static_cast<T*>(y);
+  job.panels = weights->panel_data.data();
+  job.weight_sums = weights->weight_sums.data();
+  job.bias = weights->bias_or_null();
+  if (job.plan.tasks == 0) return;
+  if (job.plan.tasks == 1) {
+    routine.run(job, 0);
+    return;
+  }
+  ParallelRun<T, Acc> parallel;
+  parallel.job = &job;
+  parallel.run = routine.run;
+  ThrowOnError(api_, api_.KernelContext_ParallelFor(context, &ParallelRun<T, Acc>::Task,
+                                                    static_cast<size_t>(job.plan.tasks), 0, &parallel));
+  if (parallel.error) std::rethrow_exception(parallel.error);
+}
+
+}  // namespace ncnn_onnx::cpu

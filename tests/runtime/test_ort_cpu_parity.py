@@ -1,0 +1,127 @@
+"""The CPU kernels against the float64 reference (DESIGN.md §3): every attribute, rank and dtype, every
+backend this machine has, random data and real photographs at their raw scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ncnn_onnx import runtime
+from ort_models import available_isas, nc_model, reference
+from reference import assert_parity, photo_scales, photographs
+
+# (X shape, W shape, attributes): 1-d, 2-d and 3-d; groups incl. depthwise; strides; dilations;
+# asymmetric pads; every auto_pad; partial weight panels (M % 8); strips straddling images (N * P % 48).
+GRID = [
+    ((2, 4, 17), (6, 4, 3), dict(pads=[1, 1])),
+    ((1, 6, 20), (6, 3, 4), dict(group=2, strides=[2], dilations=[2], pads=[2, 1])),
+    ((2, 5, 12), (5, 1, 3), dict(group=5, auto_pad="SAME_UPPER")),
+    ((2, 8, 13, 11), (16, 8, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 6, 15, 14), (9, 2, 3, 2), dict(group=3, strides=[2, 1], dilations=[1, 2], pads=[0, 1, 2, 0])),
+    ((2, 8, 9, 10), (8, 1, 3, 3), dict(group=8, strides=[2, 2], auto_pad="SAME_LOWER")),
+    ((1, 4, 10, 9), (4, 4, 4, 3), dict(strides=[2, 3], auto_pad="SAME_UPPER")),
+    ((1, 3, 11, 12), (5, 3, 3, 3), dict(dilations=[2, 2], auto_pad="VALID")),
+    ((1, 5, 7, 7), (7, 5, 1, 1), dict()),
+    ((3, 16, 5, 5), (20, 16, 3, 3), dict(pads=[1, 1, 1, 1], kernel_shape=[3, 3])),
+    ((1, 32, 20, 20), (40, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((2, 3, 5, 6, 7), (4, 3, 2, 3, 2), dict(pads=[0, 1, 1, 1, 0, 1])),
+    ((1, 4, 6, 6, 6), (4, 2, 3, 3, 3), dict(group=2, strides=[2, 2, 2], dilations=[1, 2, 1], auto_pad="SAME_UPPER")),
+]
+ISAS = available_isas()
+
+
+def _case(index, dtype, seed=0, offset=0.0, spread=1.0):
+    x_shape, w_shape, attributes = GRID[index]
+    rng = np.random.default_rng(seed)
+    x = (offset + spread * rng.standard_normal(x_shape)).astype(dtype)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    return x, w, b, attributes
+
+
+def _run(model, x, **feeds):
+    return runtime.InferenceSession(model, intra_op_num_threads=1).run(None, {"X": x, **feeds})[0]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("NCNN_ONNX_CPU_ISA", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("index", range(len(GRID)))
+def test_attribute_grid_float32(index, isa):
+    x, w, b, attributes = _case(index, np.float32, seed=index, offset=3.0)
+    y = _run(nc_model(w, b, **attributes), x)
+    assert_parity(y, reference(x, w, b, **attributes), np.float32)
+
+
+@pytest.mark.parametrize("center,scale", [(1, 1), (0, 1), (1, 0), (0, 0)])
+@pytest.mark.parametrize("index", [1, 3, 11])
+def test_center_scale(index, center, scale, isa):
+    x, w, b, attributes = _case(index, np.float32, seed=10 + index, offset=2.0)
+    attributes = dict(attributes, center=center, scale=scale, epsilon=1e-3)
+    y = _run(nc_model(w, b, **attributes), x)
+    assert_parity(y, reference(x, w, b, **attributes), np.float32)
+
+
+@pytest.mark.parametrize("index", [0, 3, 5, 9, 12])
+def test_float16(index, isa):
+    x, w, b, attributes = _case(index, np.float16, seed=20 + index, offset=1.0)
+    y = _run(nc_model(w, b, **attributes), x)
+    assert y.dtype == np.float16
+    assert_parity(y, reference(x, w, b, **attributes), np.float16)
+
+
+@pytest.mark.parametrize("index", [2, 4, 11])
+def test_float64(index):
+    x, w, b, attributes = _case(index, np.float64, seed=30 + index)
+    y = _run(nc_model(w, b, **attributes), x)
+    assert y.dtype == np.float64
+    assert_parity(y, reference(x, w, b, **attributes), np.float64)
+
+
+def test_without_bias_and_with_weights_as_graph_inputs():
+    x, w, b, attributes = _case(4, np.float32, seed=40)
+    y = _run(nc_model(w, None, **attributes), x)
+    assert_parity(y, reference(x, w, None, **attributes), np.float32)
+    y = _run(nc_model(w, b, w_input=True, b_input=True, **attributes), x, W=w, B=b)
+    assert_parity(y, reference(x, w, b, **attributes), np.float32)
+
+
+def test_near_flat_bright_input(isa):
+    """A mean far above the spread: E[v^2] - mu^2 or conv(x, W) - mu*sum(W) would lose every digit."""
+    x, w, b, attributes = _case(10, np.float32, seed=50, offset=200.0, spread=0.01)
+    y = _run(nc_model(w, b, **attributes), x)
+    assert_parity(y, reference(x, w, b, **attributes), np.float32)
+
+
+@pytest.mark.parametrize("scale_name", ["raw", "unit", "standardized"])
+def test_photographs(scale_name, isa):
+    photos = photo_scales(photographs(size=40, count=4))[scale_name]
+    rng = np.random.default_rng(60)
+    for w_shape, attributes in (
+        ((16, 3, 3, 3), dict(pads=[1, 1, 1, 1])),
+        ((8, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),
+    ):
+        w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        x = photos.astype(np.float32)
+        y = _run(nc_model(w, b, **attributes), x)
+        assert_parity(y, reference(x, w, b, **attributes), np.float32)
+
+
+def test_photographs_float16():
+    photos = photographs(size=32, count=2)  # raw 0-255: integers, exact in float16
+    rng = np.random.default_rng(70)
+    w = (rng.standard_normal((8, 3, 3, 3)) / np.sqrt(27)).astype(np.float16)
+    b = rng.standard_normal(8).astype(np.float16)
+    x = photos.astype(np.float16)
+    y = _run(nc_model(w, b, pads=[1, 1, 1, 1]), x)
+    assert_parity(y, reference(x, w, b, pads=[1, 1, 1, 1]), np.float16)
+
+
+def test_empty_batch():
+    x, w, b, attributes = _case(3, np.float32)
+    y = _run(nc_model(w, b, **attributes), x[:0])
+    assert y.shape == (0, 16, 13, 11)
