@@ -1,0 +1,40 @@
+// CUDA kernels of ncnn_onnx::NormalizedConv: a plain interface (geometry, device pointers, stream) so
+// that the onnxruntime glue stays in the kernel class and these files know nothing of onnxruntime.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace ncnn_onnx {
+namespace cuda {
+
+// Every spatial rank is handled as 3-d: a 1-d or 2-d convolution has leading dims of size 1.
+struct DeviceGeometry {
+  int64_t batch = 0;
+  int64_t in_channels = 0;
+  int64_t out_channels = 0;
+  int64_t groups = 1;
+  int64_t in_size[3] = {1, 1, 1};
+  int64_t out_size[3] = {1, 1, 1};
+  int64_t kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1};
+  int64_t dilation[3] = {1, 1, 1};
+  int64_t pad_begin[3] = {0, 0, 0};
+  float epsilon = 1e-5f;
+  bool center = true;
+  bool scale = true;
+};
+
+// Floats of scratch memory the launch needs: three per (sample, group, output position).
+int64_t ScratchFloats(const DeviceGeometry& geo);
+
+// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchFloats(geo) floats. Float
+// inputs accumulate in float32 (statistics in float64). Returns the launch status; never synchronizes.
+cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const float* x, const float* w, const float* b,
+                                 float* y, float* scratch, cudaStream_t stream);
+cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const void* x_half, const void* w_half,
+                                 const void* b_half, void* y_half, float* scratch, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace ncnn_onnx

@@ -1,0 +1,154 @@
+// NormalizedConv on CUDAExecutionProvider (float32, float16). The attributes, the shape checks and the C
+// trampolines are the CPU kernel's (runtime/common/); this file only adds what the GPU needs: onnxruntime's
+// compute stream, scratch memory from the execution provider's allocator, and the launch limits.
+// Nothing here synchronizes the device.
+#include <onnxruntime_c_api.h>
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "../common/attributes.h"
+#include "../common/checked_math.h"
+#include "../common/custom_op.h"
+#include "../common/errors.h"
+#include "../common/geometry.h"
+#include "../common/ort_api.h"
+#include "../common/tensor.h"
+#include "nc_kernels.h"
+
+namespace ncnn_onnx::cuda {
+namespace {
+
+// Device memory for the length of one Compute, from onnxruntime's allocator for the device X lives on
+// (KernelContext_GetAllocator, C API 15, within the library's version). Freed right after the launches are
+// queued: onnxruntime's CUDA allocator hands memory out in stream order on its compute stream, the only
+// stream these kernels use.
+class ScratchBuffer {
+ public:
+  ScratchBuffer(const OrtApi& api, OrtKernelContext* context, size_t bytes) : api_(api) {
+    if (bytes == 0) return;
+    const OrtValue* x = nullptr;
+    ThrowOnError(api, api.KernelContext_GetInput(context, 0, &x));
+    const OrtMemoryInfo* memory = nullptr;
+    ThrowOnError(api, api.GetTensorMemoryInfo(x, &memory));
+    ThrowOnError(api, api.KernelContext_GetAllocator(context, memory, &allocator_));
+    data_ = allocator_->Alloc(allocator_, bytes);
+    if (data_ == nullptr) {
+      throw InvalidArgument("could not allocate " + std::to_string(bytes) + " bytes of GPU scratch memory");
+    }
+  }
+  ~ScratchBuffer() {
+    if (data_ != nullptr) allocator_->Free(allocator_, data_);
+    if (allocator_ != nullptr) api_.ReleaseAllocator(allocator_);
+  }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  float* floats() const { return static_cast<float*>(data_); }
+
+ private:
+  const OrtApi& api_;
+  OrtAllocator* allocator_ = nullptr;
+  void* data_ = nullptr;
+};
+
+void CheckSameType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected) {
+  if (tensor.type != expected) {
+    throw InvalidArgument(std::string(name) + " has element type " + ElementTypeName(tensor.type) + ", expected " +
+                          ElementTypeName(expected) + " like X");
+  }
+}
+
+DeviceGeometry ToDevice(const ConvGeometry& geo) {
+  DeviceGeometry d;
+  d.batch = geo.batch;
+  d.in_channels = geo.in_channels;
+  d.out_channels = geo.out_channels;
+  d.groups = geo.group;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    d.in_size[i] = geo.input[i];
+    d.out_size[i] = geo.output[i];
+    d.kernel[i] = geo.kernel[i];
+    d.stride[i] = geo.stride[i];
+    d.dilation[i] = geo.dilation[i];
+    d.pad_begin[i] = geo.pad_begin[i];
+  }
+  d.epsilon = geo.epsilon;
+  d.center = geo.center;
+  d.scale = geo.scale;
+  return d;
+}
+
+// The launch grid has limits that a large enough model exceeds; say so instead of failing the launch.
+void CheckLaunchLimits(const ConvGeometry& geo) {
+  const int64_t columns = CheckedMul(geo.batch, geo.output_plane, "N * output positions");
+  const int64_t stat_threads = CheckedMul(CheckedMul(columns, geo.group, "N * group * positions"), 32,
+                                          "statistics threads");
+  if (geo.group > 65535) throw InvalidArgument("group " + std::to_string(geo.group) + " exceeds the CUDA kernel's 65535");
+  if ((geo.group_out_channels + 63) / 64 > 65535 || (columns + 63) / 64 > 0x7fffffff ||
+      (stat_threads + 255) / 256 > 0x7fffffff) {
+    throw InvalidArgument("tensor too large for the CUDA kernel's launch grid");
+  }
+}
+
+class CudaKernel {
+ public:
+  static constexpr const char* kProvider = "CUDAExecutionProvider";
+
+  CudaKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type)
+      : api_(api), node_name_(NodeName(api, info)), type_(type), attributes_(ReadConvAttributes(api, info)) {}
+
+  const std::string& node_name() const { return node_name_; }
+
+  void Compute(OrtKernelContext* context) const {
+    TensorInfo x, w, b;
+    GetInput(api_, context, 0, &x);
+    GetInput(api_, context, 1, &w);
+    const bool has_bias = GetInput(api_, context, 2, &b);
+    CheckSameType("W", w, type_);
+    if (has_bias) CheckSameType("B", b, type_);
+    const ConvGeometry geo = ResolveGeometry(attributes_, x.shape, w.shape, has_bias ? &b.shape : nullptr);
+    void* y = GetOutput(api_, context, 0, geo.OutputShape());
+    if (y == nullptr) return;  // an empty output (N = 0 or M = 0) has nothing to compute
+    CheckLaunchLimits(geo);
+
+    void* stream = nullptr;
+    ThrowOnError(api_, api_.KernelContext_GetGPUComputeStream(context, &stream));
+    const DeviceGeometry device = ToDevice(geo);
+    const int64_t scratch_bytes = CheckedMul(ScratchFloats(device), sizeof(float), "scratch size");
+    ScratchBuffer scratch(api_, context, static_cast<size_t>(scratch_bytes));
+    const void* bias = has_bias ? b.data : nullptr;
+    cudaError_t status;
+    if (type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+      status = LaunchNormalizedConv(device, static_cast<const float*>(x.data), static_cast<const float*>(w.data),
+                                    static_cast<const float*>(bias), static_cast<float*>(y), scratch.floats(),
+                                    static_cast<cudaStream_t>(stream));
+    } else {
+      status = LaunchNormalizedConv(device, x.data, w.data, bias, y, scratch.floats(),
+                                    static_cast<cudaStream_t>(stream));
+    }
+    if (status != cudaSuccess) {
+      throw std::runtime_error(std::string("CUDA kernel launch failed: ") + cudaGetErrorString(status));
+    }
+  }
+
+ private:
+  const OrtApi& api_;
+  std::string node_name_;
+  ONNXTensorElementDataType type_;
+  ConvAttributes attributes_;
+};
+
+}  // namespace
+
+const std::vector<OrtCustomOp*>& CustomOps() {
+  // Never destroyed, like the CPU ops: sessions may hold them past this library's static destructors.
+  static const auto* ops = new std::vector<OrtCustomOp*>{
+      new KernelOp<CudaKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT),
+      new KernelOp<CudaKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16),
+  };
+  return *ops;
+}
+
+}  // namespace ncnn_onnx::cuda
