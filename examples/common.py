@@ -75,8 +75,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
         return nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def train_epoch(model, opt, x, y, batch_size: int, generator: torch.Generator) -> float:
-    """One epoch of plain minibatch training; returns the mean training loss."""
+def train_epoch(model, opt, x, y, batch_size: int, generator: torch.Generator, schedule=None) -> float:
+    """One epoch of minibatch training (stepping `schedule` per batch if given); the mean training loss."""
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
@@ -86,5 +86,7 @@ def train_epoch(model, opt, x, y, batch_size: int, generator: torch.Generator) -
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
         total += loss.item() * len(idx)
     return total / len(x)

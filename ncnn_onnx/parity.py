@@ -18,8 +18,11 @@ PARITY_BAR = {
 
 
 def bar(dtype) -> float:
-    """The bar for a NumPy/torch dtype or its name."""
-    name = str(dtype).replace("torch.", "")
+    """The bar for a NumPy dtype or scalar type, a torch dtype, or a dtype's name."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # torch dtypes and names NumPy lacks (bfloat16)
+        name = str(dtype).replace("torch.", "")
     if name not in PARITY_BAR:
         raise ValueError(f"no parity bar for dtype {dtype}; known: {sorted(PARITY_BAR)}")
     return PARITY_BAR[name]

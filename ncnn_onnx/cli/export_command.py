@@ -17,15 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import logging
-
     from tqdm import tqdm
-
-    if not args.debug:
-        # torch.onnx logs warnings about optional packages (torchvision ops) that concern no NC model.
-        import torch._logging
-
-        torch._logging.set_logs(onnx=logging.ERROR)
 
     from .model_spec import load_model, parse_shape
 

@@ -4,6 +4,7 @@ node per layer, built on `torch.onnx.export(dynamo=True)`."""
 from __future__ import annotations
 
 import inspect
+import contextlib
 import logging
 import os
 import warnings
@@ -26,6 +27,25 @@ DEFAULT_OPSET = 20
 _MIN_OPSET = 18
 # protobuf cannot serialize a message of 2 GiB or more; larger weights go to an external file.
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+
+class _SkipMissingPackageNotices(logging.Filter):
+    """Drops torch.onnx's "torchvision is not installed. Skipping ..." notices: they concern
+    translations of optional packages' ops, never an NC model."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is not installed. Skipping" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_optional_op_registration():
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    notice_filter = _SkipMissingPackageNotices()
+    logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice_filter)
 
 
 def export(
@@ -69,7 +89,7 @@ def export(
     if dynamic_shapes is None and dynamic:
         dynamic_shapes = dynamic_spec(model, args, kwargs)
 
-    with effective_weights(layers), warnings.catch_warnings():
+    with effective_weights(layers), warnings.catch_warnings(), _quiet_optional_op_registration():
         # torch.export's own deprecation chatter is not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(
