@@ -26,12 +26,15 @@ def digits(seed: int = 0, upscale: int = 2):
 
 
 def _conv(norm: str, cin: int, cout: int, stride: int = 1) -> nn.Module:
-    """A 3x3 conv unit: NC alone, or conv + GroupNorm (the paper's baseline)."""
+    """A 3x3 conv unit: NC alone, or conv + GroupNorm (the paper's baseline) or + BatchNorm."""
     if norm == "nc":
         return NormalizedConv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
     if norm == "gn":
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.GroupNorm(4, cout))
-    raise ValueError(f"norm must be 'nc' or 'gn', got {norm!r}")
+        return nn.Sequential(conv, nn.GroupNorm(4, cout))
+    if norm == "bn":
+        return nn.Sequential(conv, nn.BatchNorm2d(cout))
+    raise ValueError(f"norm must be 'nc', 'gn' or 'bn', got {norm!r}")
 
 
 class BasicBlock(nn.Module):
