@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, summary in COMMANDS.items():
         module = importlib.import_module(f".{name}_command", __name__)
         command = sub.add_parser(name, help=summary, description=summary)
+        # Also accepted after the subcommand; SUPPRESS keeps the subparser from resetting one given before it.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         module.add_arguments(command)
         command.set_defaults(handler=module.run)
     return parser
@@ -45,7 +47,9 @@ def main(argv=None) -> int:
     except Exception as exc:  # one clear line; the traceback only on request
         if args.debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not isinstance(exc, CliError):  # unforeseen: the type says more than a bare message
+            message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
         print(f"ncnn-onnx {args.command}: error: {message}", file=sys.stderr)
         return 1
 

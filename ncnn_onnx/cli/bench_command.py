@@ -20,9 +20,8 @@ def run(args) -> int:
     from . import deployed, inputs
     from .model_spec import parse_shape
 
-    paths, missing = deployed.available(args.model)
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    sessions = {label: make(threads=args.threads) for label, make in paths.items()}
+    sessions, missing = deployed.open_all(args.model, args.threads)
     feed = inputs.random_feed(inputs.signature(next(iter(sessions.values()))), shape)
     batch = next(iter(feed.values())).shape[0]
     times = {label: [] for label in sessions}
@@ -30,7 +29,7 @@ def run(args) -> int:
         for _ in range(args.warmup):
             sess.run(None, feed)
     # Interleaved, so that a noisy machine slows every path alike.
-    for _ in tqdm(range(args.repeats), desc="bench", unit="round", leave=False):
+    for _ in tqdm(range(args.repeats), desc="bench", unit="round", leave=False, disable=None):
         for label, sess in sessions.items():
             start = time.perf_counter()
             sess.run(None, feed)

@@ -7,6 +7,7 @@ exits 1 when any path is over the parity bar of ncnn_onnx.parity."""
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 
@@ -27,33 +28,41 @@ def run(args) -> int:
 
     from ncnn_onnx.parity import bar, parity_error
 
-    from . import deployed, inputs
+    from . import CliError, deployed, inputs
     from .model_spec import load_model, parse_shape
 
-    eager = load_model(args.reference, args.weights)
-    reference = copy.deepcopy(eager).double()
-    paths, missing = deployed.available(args.model)
-    if not paths:
-        from . import CliError
-
-        raise CliError("no deployed path can run this model here: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
-    sessions = {label: make(threads=args.threads) for label, make in paths.items()}
+    sessions, missing = deployed.open_all(args.model, args.threads)
     sig = inputs.signature(next(iter(sessions.values())))
+    eager = load_model(args.reference, args.weights)
+    # Eager runs in the exported precision (an --fp16 model takes float16); the float64 reference starts
+    # from the same rounded weights, so only the arithmetic is measured.
+    dtype = torch.from_numpy(np.zeros(0, sig[0][2])).dtype
+    if dtype.is_floating_point:
+        eager = eager.to(dtype)
+    reference = copy.deepcopy(eager).double()
     shape = parse_shape(args.input_shape) if args.input_shape else None
     feeds = [(f"random #{i + 1}", inputs.random_feed(sig, shape, seed=i)) for i in range(args.random)]
-    feeds += [(path, inputs.load(path, sig)) for path in args.inputs]
+    feeds += [(os.path.basename(path), inputs.load(path, sig)) for path in args.inputs]
+    if not feeds:
+        raise CliError("nothing to check: give --inputs or a --random count above 0")
     out_names = [o.name for o in next(iter(sessions.values())).get_outputs()]
 
     rows, failed = [], False
-    for feed_name, feed in tqdm(feeds, desc="check", unit="input", leave=False):
+    for feed_name, feed in tqdm(feeds, desc="check", unit="input", leave=False, disable=None):
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in feed.values()]
         with torch.no_grad():
             ref = _as_list(reference(*[t.double() for t in tensors]))
             results = {"eager PyTorch": [o.numpy() for o in _as_list(eager(*tensors))]}
         results.update({label: s.run(None, feed) for label, s in sessions.items()})
+        if len(ref) != len(out_names):
+            raise CliError(f"{args.reference} gives {len(ref)} output(s), the model {len(out_names)}: "
+                           "not its reference")
         for label, outs in results.items():
             for name, y, y_ref in zip(out_names, outs, ref):
                 y_ref = y_ref.numpy()
+                if np.shape(y) != y_ref.shape:
+                    raise CliError(f"output {name!r} has shape {np.shape(y)} on {label}, {y_ref.shape} in "
+                                   f"{args.reference}: not its reference")
                 err = parity_error(y, y_ref)
                 limit = bar(np.asarray(y).dtype)
                 ok = err <= limit
@@ -61,9 +70,13 @@ def run(args) -> int:
                 abs_err = float(np.max(np.abs(np.asarray(y, np.float64) - y_ref))) if y_ref.size else 0.0
                 rows.append((feed_name, label, name, abs_err, err, limit, ok))
 
-    print(f"{'input':<14}{'path':<24}{'output':<12}{'max abs err':>13}{'rel err':>11}{'bar':>9}  ok")
+    # Columns as wide as their longest entry: cut names would make two inputs or outputs look alike.
+    w_in = max(len("input"), *(len(r[0]) for r in rows)) + 2
+    w_path = max(len("path"), *(len(r[1]) for r in rows)) + 2
+    w_out = max(len("output"), *(len(r[2]) for r in rows)) + 2
+    print(f"{'input':<{w_in}}{'path':<{w_path}}{'output':<{w_out}}{'max abs err':>11}{'rel err':>11}{'bar':>9}  ok")
     for feed_name, label, name, abs_err, err, limit, ok in rows:
-        print(f"{feed_name[:13]:<14}{label:<24}{name[:11]:<12}{abs_err:>13.3e}{err:>11.3e}{limit:>9.0e}  "
+        print(f"{feed_name:<{w_in}}{label:<{w_path}}{name:<{w_out}}{abs_err:>11.3e}{err:>11.3e}{limit:>9.0e}  "
               f"{'yes' if ok else 'NO'}")
     for label, why in missing.items():
         print(f"not checked: {label}: {why}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import onnx
 import onnxruntime as ort
 
@@ -22,7 +24,14 @@ def available(model_path: str) -> tuple[dict, dict]:
     """({label: session factory}, {label: why it is unavailable}) for this model and machine."""
     from ncnn_onnx import runtime
 
-    model = onnx.load(model_path, load_external_data=False)
+    from . import CliError
+
+    if not os.path.isfile(model_path):
+        raise CliError(f"model file not found: {model_path}")
+    try:
+        model = onnx.load(model_path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends say nothing about which file
+        raise CliError(f"{model_path} is not a readable ONNX model: {exc}") from exc
     paths, missing = {}, {}
     try:
         runtime.get_library_path()
@@ -31,27 +40,45 @@ def available(model_path: str) -> tuple[dict, dict]:
         library_ok = False
         missing[LIBRARY_CPU] = missing[LIBRARY_CUDA] = str(exc).splitlines()[0]
     if library_ok:
-        paths[LIBRARY_CPU] = lambda **kw: runtime.InferenceSession(model_path, providers=["CPUExecutionProvider"], **kw)
+        paths[LIBRARY_CPU] = lambda threads=None: runtime.InferenceSession(
+            model_path, providers=["CPUExecutionProvider"], sess_options=_options(threads)
+        )
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             missing[LIBRARY_CUDA] = "this onnxruntime has no CUDAExecutionProvider"
         elif not runtime.cuda_kernels_built():
             missing[LIBRARY_CUDA] = "the library was built without CUDA kernels"
         else:
-            paths[LIBRARY_CUDA] = lambda **kw: runtime.InferenceSession(
-                model_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], **kw
+            paths[LIBRARY_CUDA] = lambda threads=None: runtime.InferenceSession(
+                model_path,
+                providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+                sess_options=_options(threads),
             )
     if has_fallback_function(model) or not uses_nc(model):
-        paths[FALLBACK] = lambda **kw: _plain_session(model_path, **kw)
+        paths[FALLBACK] = lambda threads=None: ort.InferenceSession(
+            model_path, _options(threads), providers=["CPUExecutionProvider"]
+        )
     else:
         missing[FALLBACK] = "the model was exported without the fallback function (--no-fallback)"
     return paths, missing
 
 
-def _plain_session(model_path: str, threads: int | None = None) -> ort.InferenceSession:
+def _options(threads: int | None) -> ort.SessionOptions:
+    # Every path gets the same options, so that bench compares kernels and not thread settings.
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def open_all(model_path: str, threads: int | None = None) -> tuple[dict, dict]:
+    """({label: session} for every path available here, {label: why not}); an error when there is none."""
+    from . import CliError
+
+    paths, missing = available(model_path)
+    if not paths:
+        reasons = "; ".join(f"{label}: {why}" for label, why in missing.items())
+        raise CliError(f"no deployed path can run this model here: {reasons}")
+    return {label: make(threads=threads) for label, make in paths.items()}, missing
 
 
 def session(model_path: str, provider: str = "cpu", library: bool = True, threads: int | None = None):

@@ -19,21 +19,30 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from . import CliError
     from .model_spec import load_model, parse_shape
 
     shape = parse_shape(args.input_shape)
-    with tqdm(total=3, desc="export", unit="step", leave=False) as bar:
+    with tqdm(total=3, desc="export", unit="step", leave=False, disable=None) as bar:
         bar.set_postfix_str("building the model")
+        model = load_model(args.spec, args.weights)  # first, so that a bad SPEC fails before torch loads
         import torch
 
-        model = load_model(args.spec, args.weights)
         dtype = torch.float16 if args.fp16 else torch.float32
         model = model.to(dtype)
         example = torch.randn(*shape, dtype=dtype)
+        # An eager run first: a shape the model cannot take then reads as such, not as a tracing failure.
+        try:
+            with torch.no_grad():
+                model(example)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CliError(f"{args.spec} does not run on an input of shape {shape}: {first}") from exc
         bar.update()
         bar.set_postfix_str("tracing and lowering")
         from ncnn_onnx.export import export
 
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         onnx_model = export(model, (example,), args.output, dynamic=not args.static, fallback=not args.no_fallback)
         bar.update()
         bar.set_postfix_str("checking")

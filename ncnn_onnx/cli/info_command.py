@@ -22,13 +22,14 @@ def run(args) -> int:
     import ncnn_onnx
     from ncnn_onnx import runtime
 
-    print(f"ncnn_onnx     {ncnn_onnx.__version__}")
+    print(f"ncnn_onnx       {ncnn_onnx.__version__}")
     for dist in ("onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "torch"):
-        print(f"{dist:<14}{_version(dist)}")
-    print(f"providers     {', '.join(ort.get_available_providers())}")
+        print(f"{dist:<16}{_version(dist)}")
+    print(f"providers       {', '.join(ort.get_available_providers())}")
     try:
-        print(f"library       {runtime.get_library_path()}")
-        print(f"CUDA kernels  {'built in' if runtime.cuda_kernels_built() else 'not built (no CUDA compiler at build time)'}")
+        print(f"library         {runtime.get_library_path()}")
+        cuda = "built in" if runtime.cuda_kernels_built() else "not built (no CUDA compiler at build time)"
+        print(f"CUDA kernels    {cuda}")
     except (FileNotFoundError, OSError) as exc:
-        print(f"library       not available: {str(exc).splitlines()[0]}")
+        print(f"library         not available: {str(exc).splitlines()[0]}")
     return 0

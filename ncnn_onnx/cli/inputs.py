@@ -75,9 +75,12 @@ def load(path: str, sig) -> dict:
 
 
 def _image(path: str, dims) -> np.ndarray:
-    from PIL import Image
-
     from . import CliError
+
+    try:
+        from PIL import Image
+    except ImportError:
+        raise CliError("image inputs need Pillow (pip install pillow), or give .npy/.npz files") from None
 
     if len(dims) != 4:
         raise CliError(f"images need a 4-D (N, C, H, W) model input, the model's is {dims}")

@@ -31,13 +31,18 @@ def load_model(spec: str, weights: str | None = None):
     if weights:
         if not os.path.exists(weights):
             raise CliError(f"weights file not found: {weights}")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle and zip errors alike: the file is not what --weights wants
+            raise CliError(f"cannot read {weights} as a state_dict saved with torch.save: {exc}") from exc
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise CliError(f"weights do not fit {spec}: {str(exc).splitlines()[0]}") from exc
+            # torch's first line is only "Error(s) in loading state_dict for X:"; the first detail says which.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise CliError(f"weights do not fit {spec}: {lines[1] if len(lines) > 1 else lines[0]}") from exc
     return model.eval()
 
 

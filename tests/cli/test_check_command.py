@@ -1,0 +1,98 @@
+"""`ncnn-onnx check model.onnx --reference SPEC`: the parity table and its exit code."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from cli_helpers import one_line_error, spec
+
+
+def _rows(out: str) -> list[list[str]]:
+    """The table's rows, split on runs of two or more spaces: input, path, output, abs, rel, bar, ok."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "max abs err" in line)
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith(("not checked:", "parity:")):
+            break
+        rows.append([cell for cell in line.split("  ") if cell.strip()])
+    return [[cell.strip() for cell in row] for row in rows]
+
+
+def _paths(rows) -> set[str]:
+    return {row[1] for row in rows}
+
+
+def test_correct_model_passes_on_every_path(cli, model_path):
+    result = cli("check", model_path, "--reference", spec("classifier"))
+    assert result.code == 0, result.out + result.err
+    header = result.out.splitlines()[0]
+    for column in ("input", "path", "output", "max abs err", "rel err", "bar", "ok"):
+        assert column in header
+    rows = _rows(result.out)
+    assert {"eager PyTorch", "library CPU", "fallback (no library)"} <= _paths(rows)
+    assert len(rows) == 2 * len(_paths(rows))  # two random inputs by default, each on every path
+    for row in rows:
+        assert row[-1] == "yes" and float(row[4]) <= float(row[5]) == 1e-4
+    assert "parity: all paths within the bar" in result.out
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert "not checked: library CUDA" in result.out
+
+
+def test_other_weights_fail_the_bar(cli, model_path):
+    result = cli("check", model_path, "--reference", spec("classifier_seed1"))
+    assert result.code == 1
+    rows = _rows(result.out)
+    deployed = [row for row in rows if row[1] != "eager PyTorch"]
+    assert deployed and all(row[-1] == "NO" and float(row[4]) > float(row[5]) for row in deployed)
+    assert all(row[-1] == "yes" for row in rows if row[1] == "eager PyTorch")  # eager is its own reference
+    assert "FAILED" in result.out
+
+
+def test_weights_option_loads_the_state_dict(cli, tmp_path, seed1_weights):
+    weighted = tmp_path / "seed1.onnx"
+    assert cli("export", spec("classifier"), "-o", weighted, "--input-shape", "1,3,8,8",
+               "--weights", seed1_weights).code == 0
+    assert cli("check", weighted, "--reference", spec("classifier"), "--weights", seed1_weights).code == 0
+    assert cli("check", weighted, "--reference", spec("classifier")).code == 1
+
+
+def test_given_inputs_and_input_shape(cli, model_path, sample):
+    result = cli("check", model_path, "--reference", spec("classifier"), "--inputs", sample[0],
+                 "--random", 1, "--input-shape", "2,3,12,12")
+    assert result.code == 0, result.out + result.err
+    inputs = {row[0] for row in _rows(result.out)}
+    assert inputs == {"random #1", "sample.npy"}
+
+
+def test_fp16_model_is_held_to_the_float16_bar(cli, fp16_path):
+    result = cli("check", fp16_path, "--reference", spec("classifier"), "--random", 1)
+    assert result.code == 0, result.out + result.err
+    assert {float(row[5]) for row in _rows(result.out)} == {1e-2}
+
+
+def test_model_without_fallback_checks_the_library_only(cli, static_no_fallback_path):
+    result = cli("check", static_no_fallback_path, "--reference", spec("classifier"), "--random", 1)
+    assert result.code == 0, result.out + result.err
+    assert "fallback (no library)" not in _paths(_rows(result.out))
+    assert "not checked: fallback (no library)" in result.out
+
+
+def test_input_shape_that_does_not_fit_a_static_model(cli, static_no_fallback_path):
+    result = cli("check", static_no_fallback_path, "--reference", spec("classifier"), "--input-shape", "2,3,8,8")
+    assert "does not fit" in one_line_error(result, "check")
+
+
+def test_reference_is_required(cli, model_path):
+    result = cli("check", model_path)
+    assert result.code == 2 and "--reference" in result.err
+
+
+def test_reference_of_another_shape_is_a_one_line_error(cli, model_path):
+    result = cli("check", model_path, "--reference", spec("seven_classes"), "--random", 1)
+    assert "not its reference" in one_line_error(result, "check")
+
+
+def test_nothing_to_check(cli, model_path):
+    result = cli("check", model_path, "--reference", spec("classifier"), "--random", 0)
+    assert "nothing to check" in one_line_error(result, "check")
