@@ -65,7 +65,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     const OrtApi* v1 = api_base != nullptr ? api_base->GetApi(1) : nullptr;
     if (v1 == nullptr) return nullptr;  // not an onnxruntime at all: nothing can report an error
     const std::string message = std::string("ncnn_onnx custom ops need onnxruntime with C API version ") +
-                                std::to_string(kOrtApiVersion) + " (onnxruntime >= 1.17); this is onnxruntime " +
+                                std::to_string(kOrtApiVersion) + " (onnxruntime >= 1.18); this is onnxruntime " +
                                 api_base->GetVersionString();
     return v1->CreateStatus(ORT_FAIL, message.c_str());
   }

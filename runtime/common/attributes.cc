@@ -1,5 +1,7 @@
 #include "attributes.h"
 
+#include <onnxruntime_c_api.h>
+
 #include <cmath>
 #include <string>
 

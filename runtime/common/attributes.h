@@ -2,10 +2,13 @@
 // Read once when a kernel is created; every execution provider's kernel shares this reading and checking.
 #pragma once
 
-#include <onnxruntime_c_api.h>
-
 #include <cstdint>
 #include <vector>
+
+// Only the reader below touches onnxruntime; declaring its two types keeps this header (and geometry.h)
+// free of onnxruntime's headers for code such as CUDA kernels that needs the plain structs.
+struct OrtApi;
+struct OrtKernelInfo;
 
 namespace ncnn_onnx {
 

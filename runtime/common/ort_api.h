@@ -10,9 +10,10 @@
 
 namespace ncnn_onnx {
 
-// The oldest C API with everything the library calls (KernelContext_ParallelFor arrived in 17). Asking for
-// the oldest sufficient version, not the headers' newest, lets one build load in every onnxruntime >= 1.17.
-constexpr uint32_t kOrtApiVersion = 17;
+// The oldest C API with everything the library calls (KernelContext_ParallelFor arrived in 17, the CUDA
+// kernel's KernelContext_GetScratchBuffer in 18). Asking for the oldest sufficient version, not the
+// headers' newest, lets one build load in every onnxruntime >= 1.18.
+constexpr uint32_t kOrtApiVersion = 18;
 static_assert(ORT_API_VERSION >= kOrtApiVersion,
               "the onnxruntime headers are older than the C API version this library needs");
 

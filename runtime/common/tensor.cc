@@ -1,5 +1,8 @@
 #include "tensor.h"
 
+#include <string>
+
+#include "errors.h"
 #include "ort_api.h"
 
 namespace ncnn_onnx {
@@ -17,6 +20,13 @@ const char* ElementTypeName(ONNXTensorElementDataType type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
     default: return "an unsupported type";
+  }
+}
+
+void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected) {
+  if (tensor.type != expected) {
+    throw InvalidArgument(std::string(name) + " has element type " + ElementTypeName(tensor.type) + ", expected " +
+                          ElementTypeName(expected) + " like X");
   }
 }
 

@@ -26,4 +26,7 @@ void* GetOutput(const OrtApi& api, OrtKernelContext* context, size_t index, cons
 
 const char* ElementTypeName(ONNXTensorElementDataType type);
 
+// Throws InvalidArgument naming the input when its element type is not `expected` (the type of X).
+void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected);
+
 }  // namespace ncnn_onnx

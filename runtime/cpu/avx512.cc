@@ -1,11 +1,19 @@
 // The AVX-512 backend (float32 and float16 tensors, float32 arithmetic).
 //
-// A strip is 48 columns = 3 vectors of 16 output positions. Its im2col block is built row by row in
-// registers: along the last spatial dim a run of positions reads contiguous input (stride 1), so a row is
-// a few masked loads whose masks also produce the zero padding; other strides gather. The column sums are
-// taken while the rows are stored, the centring pass computes the residual mean and centred variance, and
-// the micro-kernel (8 output channels x 48 positions, 24 accumulators) multiplies a weight panel by the
-// centred block. The epilogue applies rstd, the mean correction and the bias and stores straight to Y.
+// Prepare tasks reduce X over each group's channels at every input location: the channel mean m, the
+// rounding residual s = sum_c (x - m) and q = sum_c (x - m)^2 (two passes over the channels). A patch is
+// K locations of C/group channels, so its statistics follow exactly from K values of these maps
+// (DESIGN.md §3, _algorithm.py): with a provisional mean mu' and t = m - mu',
+//     sum_i (v_i - mu')   = sum_k (cg t_k + s_k)                 (padded locations: m = s = q = 0)
+//     sum_i (v_i - mu')^2 = sum_k (q_k + 2 t_k s_k + cg t_k^2)
+// all sums of small, exactly formed terms, so no cancellation. The strip's im2col block is then written
+// once, already centred on mu'; the exact residual mean r = mean(v - mu') enters the epilogue as
+// y = (W.(v - mu') - r sum(W)) * rstd + b.
+//
+// A strip is 48 columns = 3 vectors of 16 output positions. Along the last spatial dim a run of positions
+// reads contiguous input (stride 1), so each row is a few masked loads whose masks also produce the zero
+// padding; other strides gather. The micro-kernel multiplies 8 output channels by the 48 columns with 24
+// accumulators; the epilogue stores straight to Y.
 //
 // Everything that uses AVX-512 sits in a target region; headers are included before it (see portable_avx2.cc).
 #include <algorithm>
@@ -34,11 +42,16 @@ namespace avx512 {
 constexpr int64_t kLanes = 16;
 constexpr int kVectors = 3;
 constexpr int64_t kStrip = kLanes * kVectors;
+constexpr int64_t kStatsChunk = 1024;  // input locations per prepare task
+constexpr int64_t kBlockRows = 128;    // patch rows per strip block: 24 KiB, half of L1
+constexpr int64_t kPanelFloats = kPanelRows * kStrip;
 static_assert(kStrip <= kMaxStripColumns, "StripMap holds at most kMaxStripColumns columns");
 
-// Lanes of one vector that read consecutive input elements: lane l reads source[offset + l].
+// Lanes of one vector that read consecutive elements: lane l reads x[x_offset + l] (from the group's first
+// channel of image 0) and the location statistics at stats_offset + l (from the group's maps of image 0).
 struct LoadOp {
-  int64_t offset;
+  int64_t x_offset;
+  int64_t stats_offset;
   __mmask16 mask;
 };
 
@@ -48,11 +61,24 @@ struct StoreOp {
   __mmask16 mask;
 };
 
+// The usual case: at most two runs meet in a vector, so its row is two masked loads without a loop or
+// branch (an unused second load has mask 0 and the first one's address).
+struct LoadPair {
+  int64_t x_offset[2];
+  int64_t stats_offset[2];
+  __mmask16 mask[2];
+};
+
 struct Scratch {
-  AlignedBuffer<float> strip;      // [fan_in][kStrip]
-  std::vector<LoadOp> loads[kVectors];
-  AlignedBuffer<int32_t> gather;   // [kernel_size][kStrip] offsets, for strided rows
-  AlignedBuffer<uint16_t> gather_mask;  // [kernel_size][kVectors]
+  AlignedBuffer<float> strip;        // one block of the im2col strip: [rows][kStrip]
+  AlignedBuffer<float> partial;      // partial sums of every panel of the chunk: [panel][kPanelFloats]
+  std::vector<LoadOp> loads;         // contiguous rows: ops of (kernel offset kk, vector v) ...
+  std::vector<int32_t> load_begin;   // ... are loads[load_begin[kk * kVectors + v] .. next)
+  std::vector<LoadPair> pairs;       // the same as pairs [kk * kVectors + v], when `paired`
+  bool paired = false;
+  AlignedBuffer<int32_t> x_index;    // strided rows: [kernel_size][kStrip] offsets into x ...
+  AlignedBuffer<int32_t> stats_index;  // ... and into the location statistics
+  std::vector<uint16_t> gather_mask;   // [kernel_size][kVectors]
 };
 
 Scratch& ThreadScratch() {
@@ -70,220 +96,246 @@ inline __mmask16 LaneMask(int64_t begin, int64_t end, int64_t vector) {
 }
 
 template <typename T>
-inline const T* At(const T* base, int64_t offset) {
-  // Masked loads may start before the tensor (their masked-off lanes are never read); integer arithmetic
-  // keeps that pointer formation defined.
-  return reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(offset) * sizeof(T));
-}
-
-template <typename T>
 inline T* At(T* base, int64_t offset) {
+  // Masked accesses may start before the tensor (their masked-off lanes are never touched); integer
+  // arithmetic keeps forming that address defined.
   return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(offset) * sizeof(T));
 }
 
-// One im2col row (one channel, one kernel offset) for the contiguous case.
-inline __m512 LoadRow(const float* xc, const std::vector<LoadOp>& ops) {
+inline __m512 LoadMasked(__m512 old, __mmask16 mask, const float* p) { return _mm512_mask_loadu_ps(old, mask, p); }
+
+inline __m512 LoadMasked(__m512 old, __mmask16 mask, const Half* p) {
+  const __m512 loaded = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+  return _mm512_mask_mov_ps(old, mask, loaded);
+}
+
+// One row of the strip (16 lanes): the ops of one (kernel offset, vector) fill disjoint lanes, the rest is 0.
+template <typename T>
+inline __m512 LoadX(const T* base, const LoadOp* op, const LoadOp* end) {
   __m512 r = _mm512_setzero_ps();
-  for (const LoadOp& op : ops) r = _mm512_mask_loadu_ps(r, op.mask, At(xc, op.offset));
+  for (; op != end; ++op) r = LoadMasked(r, op->mask, At(base, op->x_offset));
   return r;
 }
 
-inline __m512 LoadRow(const Half* xc, const std::vector<LoadOp>& ops) {
-  __m256i r = _mm256_setzero_si256();
-  for (const LoadOp& op : ops) r = _mm256_mask_loadu_epi16(r, op.mask, At(xc, op.offset));
-  return _mm512_cvtph_ps(r);
+template <typename T>
+inline __m512 LoadX(const T* base, const LoadPair& p) {
+  return LoadMasked(LoadMasked(_mm512_setzero_ps(), p.mask[0], At(base, p.x_offset[0])), p.mask[1],
+                    At(base, p.x_offset[1]));
 }
 
-inline __m512 GatherRow(const float* xc, __m512i index, __mmask16 mask) {
-  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, xc, 4);
+inline __m512 LoadStats(const float* base, const LoadPair& p) {
+  return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(p.mask[0], At(base, p.stats_offset[0])), p.mask[1],
+                              At(base, p.stats_offset[1]));
 }
 
-inline __m512 GatherRow(const Half* xc, __m512i index, __mmask16 mask) {
-  // No 16-bit gather: gather the 32-bit words holding each half and keep the addressed half.
+inline __m512 LoadStats(const float* base, const LoadOp* op, const LoadOp* end) {
+  __m512 r = _mm512_setzero_ps();
+  for (; op != end; ++op) r = _mm512_mask_loadu_ps(r, op->mask, At(base, op->stats_offset));
+  return r;
+}
+
+inline __m512 Gather(const float* base, __m512i index, __mmask16 mask) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, base, 4);
+}
+
+inline __m512 Gather(const Half* base, __m512i index, __mmask16 mask) {
+  // No 16-bit gather: read the addressed halves one by one.
   alignas(64) int32_t idx[kLanes];
   _mm512_store_si512(idx, index);
   alignas(32) uint16_t h[kLanes];
-  for (int l = 0; l < kLanes; ++l) h[l] = (mask >> l) & 1 ? xc[idx[l]] : 0;
+  for (int l = 0; l < kLanes; ++l) h[l] = (mask >> l) & 1 ? base[idx[l]] : 0;
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
-// The load ops of one kernel offset for every run of the strip (last stride 1).
-void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, int64_t kk, Scratch& sc) {
-  const int64_t k2 = kk % s.kernel[2];
-  const int64_t k1 = (kk / s.kernel[2]) % s.kernel[1];
-  const int64_t k0 = kk / (s.kernel[2] * s.kernel[1]);
-  for (auto& ops : sc.loads) ops.clear();
-  const int64_t image_stride = g.in_channels * g.input_plane;
-  for (int r = 0; r < map.runs; ++r) {
-    const Run& run = map.run[r];
-    const int64_t i0 = run.row0 * s.stride[0] - s.pad[0] + k0 * s.dilation[0];
-    const int64_t i1 = run.row1 * s.stride[1] - s.pad[1] + k1 * s.dilation[1];
-    if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
-    const int64_t first = run.first - s.pad[2] + k2 * s.dilation[2];  // input index of column run.begin
-    const int64_t lo = std::max<int64_t>(0, -first);
-    const int64_t hi = std::min<int64_t>(run.length, s.input[2] - first);
-    if (hi <= lo) continue;
-    const int64_t source = run.image * image_stride + (i0 * s.input[1] + i1) * s.input[2] + first - run.begin;
+inline void KernelOffset(const Spatial3& s, int64_t kk, int64_t (&k)[3]) {
+  k[2] = kk % s.kernel[2];
+  k[1] = (kk / s.kernel[2]) % s.kernel[1];
+  k[0] = kk / (s.kernel[2] * s.kernel[1]);
+}
+
+// Load ops of every kernel offset for a strip whose last stride is 1.
+void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
+  const int64_t x_image = g.in_channels * g.input_plane;
+  const int64_t stats_image = g.group * 3 * g.input_plane;
+  sc.loads.clear();
+  sc.load_begin.assign(static_cast<size_t>(g.kernel_size * kVectors + 1), 0);
+  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
+    int64_t k[3];
+    KernelOffset(s, kk, k);
     for (int v = 0; v < kVectors; ++v) {
-      const __mmask16 mask = LaneMask(run.begin + lo, run.begin + hi, v);
-      if (mask) sc.loads[v].push_back(LoadOp{source + v * kLanes, mask});
+      sc.load_begin[static_cast<size_t>(kk * kVectors + v)] = static_cast<int32_t>(sc.loads.size());
+      for (int r = 0; r < map.runs; ++r) {
+        const Run& run = map.run[r];
+        const int64_t i0 = run.row0 * s.stride[0] - s.pad[0] + k[0] * s.dilation[0];
+        const int64_t i1 = run.row1 * s.stride[1] - s.pad[1] + k[1] * s.dilation[1];
+        if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
+        const int64_t first = run.first - s.pad[2] + k[2] * s.dilation[2];  // input index of column run.begin
+        const int64_t lo = std::max<int64_t>(0, -first);
+        const int64_t hi = std::min<int64_t>(run.length, s.input[2] - first);
+        const __mmask16 mask = LaneMask(run.begin + lo, run.begin + hi, v);
+        if (!mask) continue;
+        const int64_t spatial = (i0 * s.input[1] + i1) * s.input[2] + first - run.begin + v * kLanes;
+        sc.loads.push_back(LoadOp{run.image * x_image + spatial, run.image * stats_image + spatial, mask});
+      }
+    }
+  }
+  sc.load_begin.back() = static_cast<int32_t>(sc.loads.size());
+  sc.paired = true;
+  sc.pairs.resize(static_cast<size_t>(g.kernel_size * kVectors));
+  for (size_t i = 0; i + 1 < sc.load_begin.size(); ++i) {
+    const int32_t begin = sc.load_begin[i], end = sc.load_begin[i + 1];
+    if (end - begin > 2) {
+      sc.paired = false;
+      return;
+    }
+    LoadPair& pair = sc.pairs[i];
+    for (int k = 0; k < 2; ++k) {
+      const LoadOp& op = sc.loads[static_cast<size_t>(begin + std::min(k, std::max(end - begin - 1, 0)))];
+      const bool used = begin + k < end;
+      pair.x_offset[k] = end > begin ? op.x_offset : 0;
+      pair.stats_offset[k] = end > begin ? op.stats_offset : 0;
+      pair.mask[k] = used ? op.mask : 0;
     }
   }
 }
 
-// Per-lane offsets and masks of one kernel offset (any last stride; offsets fit int32, checked by caller).
-void BuildGather(const ConvGeometry& g, const Spatial3& s, const StripMap& map, int64_t kk, int32_t* offsets,
-                 uint16_t* masks) {
-  const int64_t k2 = kk % s.kernel[2];
-  const int64_t k1 = (kk / s.kernel[2]) % s.kernel[1];
-  const int64_t k0 = kk / (s.kernel[2] * s.kernel[1]);
-  const int64_t image_stride = g.in_channels * g.input_plane;
-  uint64_t valid = 0;  // bit j: strip column j reads an input element
-  for (int64_t j = 0; j < kStrip; ++j) offsets[j] = 0;
-  for (int r = 0; r < map.runs; ++r) {
-    const Run& run = map.run[r];
-    const int64_t i0 = run.row0 * s.stride[0] - s.pad[0] + k0 * s.dilation[0];
-    const int64_t i1 = run.row1 * s.stride[1] - s.pad[1] + k1 * s.dilation[1];
-    if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
-    const int64_t base = run.image * image_stride + (i0 * s.input[1] + i1) * s.input[2];
-    for (int64_t t = 0; t < run.length; ++t) {
-      const int64_t i2 = (run.first + t) * s.stride[2] - s.pad[2] + k2 * s.dilation[2];
-      if (i2 < 0 || i2 >= s.input[2]) continue;
-      offsets[run.begin + t] = static_cast<int32_t>(base + i2);
-      valid |= uint64_t{1} << (run.begin + t);
+// Per-lane offsets of every kernel offset for a strip with a last stride > 1 (offsets fit int32: Accepts).
+void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
+  const int64_t x_image = g.in_channels * g.input_plane;
+  const int64_t stats_image = g.group * 3 * g.input_plane;
+  const size_t entries = static_cast<size_t>(g.kernel_size * kStrip);
+  int32_t* x_index = sc.x_index.Reserve(entries);
+  int32_t* stats_index = sc.stats_index.Reserve(entries);
+  sc.gather_mask.assign(static_cast<size_t>(g.kernel_size * kVectors), 0);
+  std::fill(x_index, x_index + entries, 0);
+  std::fill(stats_index, stats_index + entries, 0);
+  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
+    int64_t k[3];
+    KernelOffset(s, kk, k);
+    uint64_t valid = 0;  // bit j: strip column j reads an input element
+    for (int r = 0; r < map.runs; ++r) {
+      const Run& run = map.run[r];
+      const int64_t i0 = run.row0 * s.stride[0] - s.pad[0] + k[0] * s.dilation[0];
+      const int64_t i1 = run.row1 * s.stride[1] - s.pad[1] + k[1] * s.dilation[1];
+      if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
+      for (int64_t t = 0; t < run.length; ++t) {
+        const int64_t i2 = (run.first + t) * s.stride[2] - s.pad[2] + k[2] * s.dilation[2];
+        if (i2 < 0 || i2 >= s.input[2]) continue;
+        const int64_t spatial = (i0 * s.input[1] + i1) * s.input[2] + i2;
+        const int64_t j = run.begin + t;
+        x_index[kk * kStrip + j] = static_cast<int32_t>(run.image * x_image + spatial);
+        stats_index[kk * kStrip + j] = static_cast<int32_t>(run.image * stats_image + spatial);
+        valid |= uint64_t{1} << j;
+      }
+    }
+    for (int v = 0; v < kVectors; ++v) {
+      sc.gather_mask[static_cast<size_t>(kk * kVectors + v)] = static_cast<uint16_t>(valid >> (v * kLanes));
     }
   }
-  for (int v = 0; v < kVectors; ++v) masks[v] = static_cast<uint16_t>(valid >> (v * kLanes));
 }
 
-// Writes the strip's im2col block and returns its column sums (vectors 0..2).
+struct ColumnStats {
+  __m512 mean[kVectors];        // mu', what the strip is centred on (0 without centring)
+  __m512 rstd[kVectors];        // 1/sqrt(var + eps), or 1 without scaling
+  __m512 correction[kVectors];  // r = mean(v - mu'), or 0 without centring
+};
+
+// The columns' statistics from the location statistics; `row(which, kk, v)` loads m (0), s (1) or q (2)
+// of kernel offset kk for vector v, zero where the patch reads padding.
+template <typename RowLoader>
+ColumnStats Statistics(const ConvGeometry& g, const RowLoader& row) {
+  const float cg = static_cast<float>(g.group_in_channels);
+  const __m512 vcg = _mm512_set1_ps(cg);
+  const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(g.fan_in));
+  ColumnStats st;
+  __m512 total[kVectors], residual[kVectors], squares[kVectors];
+  for (int v = 0; v < kVectors; ++v) total[v] = residual[v] = squares[v] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
+    for (int v = 0; v < kVectors; ++v) {
+      total[v] = _mm512_add_ps(total[v], _mm512_fmadd_ps(vcg, row(0, kk, v), row(1, kk, v)));
+    }
+  }
+  for (int v = 0; v < kVectors; ++v) st.mean[v] = _mm512_mul_ps(total[v], inv);
+  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
+    for (int v = 0; v < kVectors; ++v) {
+      const __m512 t = _mm512_sub_ps(row(0, kk, v), st.mean[v]);
+      const __m512 s = row(1, kk, v);
+      residual[v] = _mm512_add_ps(residual[v], _mm512_fmadd_ps(vcg, t, s));
+      const __m512 ts = _mm512_mul_ps(t, s);
+      squares[v] = _mm512_add_ps(squares[v], _mm512_add_ps(_mm512_fmadd_ps(vcg, _mm512_mul_ps(t, t), row(2, kk, v)),
+                                                           _mm512_add_ps(ts, ts)));
+    }
+  }
+  const __m512 eps = _mm512_set1_ps(g.epsilon);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int v = 0; v < kVectors; ++v) {
+    const __m512 r = _mm512_mul_ps(residual[v], inv);
+    __m512 var = _mm512_fnmadd_ps(r, r, _mm512_mul_ps(squares[v], inv));
+    var = _mm512_max_ps(var, _mm512_setzero_ps());
+    st.rstd[v] = g.scale ? _mm512_div_ps(one, _mm512_sqrt_ps(_mm512_add_ps(var, eps))) : one;
+    st.correction[v] = g.center ? r : _mm512_setzero_ps();
+    if (!g.center) st.mean[v] = _mm512_setzero_ps();
+  }
+  return st;
+}
+
+// Writes rows [c_begin * kernel_size, c_end * kernel_size) of the strip's im2col block (row i = c *
+// kernel_size + kk), centred on st.mean, to `block`.
 template <typename T>
-void PackStrip(const T* x_group, const ConvGeometry& g, const Spatial3& s, const StripMap& map, bool gather,
-               Scratch& sc, float* strip, __m512 (&sum)[kVectors]) {
-  const int64_t k_count = g.kernel_size;
-  const int64_t channels = g.group_in_channels;
+void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scratch& sc, const ColumnStats& st,
+               int64_t c_begin, int64_t c_end, float* block) {
   const int64_t plane = g.input_plane;
-  const int64_t row_step = k_count * kStrip;  // from channel c to c + 1 at one kernel offset
-  __m512 even[kVectors], odd[kVectors];
-  for (int v = 0; v < kVectors; ++v) even[v] = odd[v] = _mm512_setzero_ps();
-  int32_t* gather_offsets = gather ? sc.gather.Reserve(static_cast<size_t>(kStrip)) : nullptr;
-  alignas(8) uint16_t gather_masks[kVectors];
-  for (int64_t kk = 0; kk < k_count; ++kk) {
-    float* row = strip + kk * kStrip;
-    const T* xc = x_group;
-    if (!gather) {
-      BuildLoads(g, s, map, kk, sc);
-      const std::vector<LoadOp>& l0 = sc.loads[0];
-      const std::vector<LoadOp>& l1 = sc.loads[1];
-      const std::vector<LoadOp>& l2 = sc.loads[2];
-      int64_t c = 0;
-      // Two channels per step: two independent chains of sums.
-      for (; c + 1 < channels; c += 2, xc += 2 * plane, row += 2 * row_step) {
-        const __m512 a0 = LoadRow(xc, l0), a1 = LoadRow(xc, l1), a2 = LoadRow(xc, l2);
-        const __m512 b0 = LoadRow(xc + plane, l0), b1 = LoadRow(xc + plane, l1), b2 = LoadRow(xc + plane, l2);
-        _mm512_store_ps(row, a0);
-        _mm512_store_ps(row + kLanes, a1);
-        _mm512_store_ps(row + 2 * kLanes, a2);
-        _mm512_store_ps(row + row_step, b0);
-        _mm512_store_ps(row + row_step + kLanes, b1);
-        _mm512_store_ps(row + row_step + 2 * kLanes, b2);
-        even[0] = _mm512_add_ps(even[0], a0);
-        even[1] = _mm512_add_ps(even[1], a1);
-        even[2] = _mm512_add_ps(even[2], a2);
-        odd[0] = _mm512_add_ps(odd[0], b0);
-        odd[1] = _mm512_add_ps(odd[1], b1);
-        odd[2] = _mm512_add_ps(odd[2], b2);
+  float* row = block;
+  if (!gather && sc.paired) {
+    const LoadPair* pairs = sc.pairs.data();
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const T* xc = x_group + c * plane;
+      const LoadPair* p = pairs;
+      for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip, p += kVectors) {
+        _mm512_store_ps(row, _mm512_sub_ps(LoadX(xc, p[0]), st.mean[0]));
+        _mm512_store_ps(row + kLanes, _mm512_sub_ps(LoadX(xc, p[1]), st.mean[1]));
+        _mm512_store_ps(row + 2 * kLanes, _mm512_sub_ps(LoadX(xc, p[2]), st.mean[2]));
       }
-      if (c < channels) {
-        const __m512 a0 = LoadRow(xc, l0), a1 = LoadRow(xc, l1), a2 = LoadRow(xc, l2);
-        _mm512_store_ps(row, a0);
-        _mm512_store_ps(row + kLanes, a1);
-        _mm512_store_ps(row + 2 * kLanes, a2);
-        even[0] = _mm512_add_ps(even[0], a0);
-        even[1] = _mm512_add_ps(even[1], a1);
-        even[2] = _mm512_add_ps(even[2], a2);
-      }
-    } else {
-      BuildGather(g, s, map, kk, gather_offsets, gather_masks);
-      __m512i index[kVectors];
-      for (int v = 0; v < kVectors; ++v) index[v] = _mm512_loadu_si512(gather_offsets + v * kLanes);
-      for (int64_t c = 0; c < channels; ++c, xc += plane, row += row_step) {
+    }
+  } else if (!gather) {
+    const LoadOp* ops = sc.loads.data();
+    const int32_t* begin = sc.load_begin.data();
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const T* xc = x_group + c * plane;
+      for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
+        const int32_t* b = begin + kk * kVectors;
         for (int v = 0; v < kVectors; ++v) {
-          const __m512 a = GatherRow(xc, index[v], static_cast<__mmask16>(gather_masks[v]));
-          _mm512_store_ps(row + v * kLanes, a);
-          even[v] = _mm512_add_ps(even[v], a);
+          const __m512 value = LoadX(xc, ops + b[v], ops + b[v + 1]);
+          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(value, st.mean[v]));
+        }
+      }
+    }
+  } else {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const T* xc = x_group + c * plane;
+      for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
+        for (int v = 0; v < kVectors; ++v) {
+          const __m512i index = _mm512_loadu_si512(sc.x_index.data() + kk * kStrip + v * kLanes);
+          const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
+          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(Gather(xc, index, mask), st.mean[v]));
         }
       }
     }
   }
-  for (int v = 0; v < kVectors; ++v) sum[v] = _mm512_add_ps(even[v], odd[v]);
 }
 
-// Centres the strip in place (when `center`) and returns per column rstd and the mean correction; see
-// portable_impl.inc's Standardize for why y = (W.strip - correction * sum(W)) * rstd + b is exact.
-void Standardize(float* strip, int64_t fan_in, const __m512 (&sum)[kVectors], const ConvGeometry& g, int vectors,
-                 __m512 (&rstd)[kVectors], __m512 (&correction)[kVectors]) {
-  const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(fan_in));
-  __m512 mean[kVectors], s1[kVectors], s2[kVectors], t1[kVectors], t2[kVectors];
-  for (int v = 0; v < kVectors; ++v) {
-    mean[v] = _mm512_mul_ps(sum[v], inv);
-    s1[v] = s2[v] = t1[v] = t2[v] = _mm512_setzero_ps();
-  }
-  int64_t i = 0;
-  float* row = strip;
-  if (g.center) {
-    for (; i + 1 < fan_in; i += 2, row += 2 * kStrip) {
-      for (int v = 0; v < kVectors; ++v) {
-        const __m512 d = _mm512_sub_ps(_mm512_load_ps(row + v * kLanes), mean[v]);
-        const __m512 e = _mm512_sub_ps(_mm512_load_ps(row + kStrip + v * kLanes), mean[v]);
-        _mm512_store_ps(row + v * kLanes, d);
-        _mm512_store_ps(row + kStrip + v * kLanes, e);
-        s1[v] = _mm512_add_ps(s1[v], d);
-        s2[v] = _mm512_fmadd_ps(d, d, s2[v]);
-        t1[v] = _mm512_add_ps(t1[v], e);
-        t2[v] = _mm512_fmadd_ps(e, e, t2[v]);
-      }
-    }
-    for (; i < fan_in; ++i, row += kStrip) {
-      for (int v = 0; v < kVectors; ++v) {
-        const __m512 d = _mm512_sub_ps(_mm512_load_ps(row + v * kLanes), mean[v]);
-        _mm512_store_ps(row + v * kLanes, d);
-        s1[v] = _mm512_add_ps(s1[v], d);
-        s2[v] = _mm512_fmadd_ps(d, d, s2[v]);
-      }
-    }
-  } else if (g.scale) {
-    for (; i < fan_in; ++i, row += kStrip) {
-      for (int v = 0; v < kVectors; ++v) {
-        const __m512 d = _mm512_sub_ps(_mm512_load_ps(row + v * kLanes), mean[v]);
-        s1[v] = _mm512_add_ps(s1[v], d);
-        s2[v] = _mm512_fmadd_ps(d, d, s2[v]);
-      }
-    }
-  }
-  (void)vectors;
-  const __m512 eps = _mm512_set1_ps(g.epsilon);
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (int v = 0; v < kVectors; ++v) {
-    const __m512 r = _mm512_mul_ps(_mm512_add_ps(s1[v], t1[v]), inv);
-    __m512 var = _mm512_fnmadd_ps(r, r, _mm512_mul_ps(_mm512_add_ps(s2[v], t2[v]), inv));
-    var = _mm512_max_ps(var, _mm512_setzero_ps());
-    rstd[v] = g.scale ? _mm512_div_ps(one, _mm512_sqrt_ps(_mm512_add_ps(var, eps))) : one;
-    correction[v] = g.center ? r : _mm512_setzero_ps();
-  }
-}
-
-// acc[m][v] = sum_k a[k * kPanelRows + m] * b[k * kStrip + v * kLanes ...]
+// acc[m][v] (+)= sum_k a[k * kPanelRows + m] * b[k * kStrip + v * kLanes ...]; `acc` holds the partial
+// sums of earlier row blocks when `accumulate`.
 template <int MR, int NV>
-inline void MicroKernel(int64_t fan_in, const float* __restrict a, const float* __restrict b,
+inline void MicroKernel(int64_t rows, const float* __restrict a, const float* __restrict b, bool accumulate,
                         __m512 (&acc)[kPanelRows][kVectors]) {
   __m512 c[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) c[m][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) c[m][v] = accumulate ? acc[m][v] : _mm512_setzero_ps();
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < fan_in; ++k) {
+  for (int64_t k = 0; k < rows; ++k) {
     __m512 bv[NV];
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + k * kStrip + v * kLanes);
@@ -302,24 +354,27 @@ inline void MicroKernel(int64_t fan_in, const float* __restrict a, const float* 
 }
 
 template <int MR>
-void MicroKernelRows(int vectors, int64_t fan_in, const float* a, const float* b, __m512 (&acc)[kPanelRows][kVectors]) {
+void MicroKernelColumns(int vectors, int64_t rows, const float* a, const float* b, bool accumulate,
+                        __m512 (&acc)[kPanelRows][kVectors]) {
   switch (vectors) {
-    case 1: MicroKernel<MR, 1>(fan_in, a, b, acc); break;
-    case 2: MicroKernel<MR, 2>(fan_in, a, b, acc); break;
-    default: MicroKernel<MR, 3>(fan_in, a, b, acc); break;
+    case 1: MicroKernel<MR, 1>(rows, a, b, accumulate, acc); break;
+    case 2: MicroKernel<MR, 2>(rows, a, b, accumulate, acc); break;
+    default: MicroKernel<MR, 3>(rows, a, b, accumulate, acc); break;
   }
 }
 
-void Multiply(int rows, int vectors, int64_t fan_in, const float* a, const float* b, __m512 (&acc)[kPanelRows][kVectors]) {
-  switch (rows) {
-    case 1: MicroKernelRows<1>(vectors, fan_in, a, b, acc); break;
-    case 2: MicroKernelRows<2>(vectors, fan_in, a, b, acc); break;
-    case 3: MicroKernelRows<3>(vectors, fan_in, a, b, acc); break;
-    case 4: MicroKernelRows<4>(vectors, fan_in, a, b, acc); break;
-    case 5: MicroKernelRows<5>(vectors, fan_in, a, b, acc); break;
-    case 6: MicroKernelRows<6>(vectors, fan_in, a, b, acc); break;
-    case 7: MicroKernelRows<7>(vectors, fan_in, a, b, acc); break;
-    default: MicroKernelRows<8>(vectors, fan_in, a, b, acc); break;
+// channels: output channels of the panel (1..8); vectors: strip vectors (1..3); rows: patch rows (k).
+void Multiply(int channels, int vectors, int64_t rows, const float* a, const float* b, bool accumulate,
+              __m512 (&acc)[kPanelRows][kVectors]) {
+  switch (channels) {
+    case 1: MicroKernelColumns<1>(vectors, rows, a, b, accumulate, acc); break;
+    case 2: MicroKernelColumns<2>(vectors, rows, a, b, accumulate, acc); break;
+    case 3: MicroKernelColumns<3>(vectors, rows, a, b, accumulate, acc); break;
+    case 4: MicroKernelColumns<4>(vectors, rows, a, b, accumulate, acc); break;
+    case 5: MicroKernelColumns<5>(vectors, rows, a, b, accumulate, acc); break;
+    case 6: MicroKernelColumns<6>(vectors, rows, a, b, accumulate, acc); break;
+    case 7: MicroKernelColumns<7>(vectors, rows, a, b, accumulate, acc); break;
+    default: MicroKernelColumns<8>(vectors, rows, a, b, accumulate, acc); break;
   }
 }
 
@@ -336,6 +391,49 @@ inline void StoreLanes(Half* p, __mmask16 mask, __m512 v) {
   _mm256_mask_storeu_epi16(p, mask, h);
 }
 
+inline __m512 LoadPlain(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+inline __m512 LoadPlain(const Half* p, __mmask16 mask) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p)); }
+
+// Location statistics of one image, group and chunk of input locations (see the file comment).
+template <typename T>
+void Prepare(const Job<T, float>& job, int64_t task) {
+  const ConvGeometry& g = *job.geometry;
+  const int64_t plane = g.input_plane;
+  const int64_t chunks = (plane + kStatsChunk - 1) / kStatsChunk;
+  const int64_t chunk = task % chunks;
+  const int64_t image_group = task / chunks;  // n * group + g
+  const int64_t n = image_group / g.group;
+  const int64_t grp = image_group % g.group;
+  const int64_t cg = g.group_in_channels;
+  const T* x = job.x + (n * g.in_channels + grp * cg) * plane;
+  float* m_out = job.location_stats + image_group * 3 * plane;
+  float* s_out = m_out + plane;
+  float* q_out = s_out + plane;
+  const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(cg));
+  const int64_t end = std::min(plane, (chunk + 1) * kStatsChunk);
+  for (int64_t l = chunk * kStatsChunk; l < end; l += kLanes) {
+    const __mmask16 mask = LaneMask(l, end, l / kLanes);
+    // Two accumulators per pass: independent chains of adds.
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 1 < cg; c += 2) {
+      a = _mm512_add_ps(a, LoadPlain(x + c * plane + l, mask));
+      b = _mm512_add_ps(b, LoadPlain(x + (c + 1) * plane + l, mask));
+    }
+    if (c < cg) a = _mm512_add_ps(a, LoadPlain(x + c * plane + l, mask));
+    const __m512 m = _mm512_mul_ps(_mm512_add_ps(a, b), inv);
+    __m512 s = _mm512_setzero_ps(), q = _mm512_setzero_ps();
+    for (c = 0; c < cg; ++c) {
+      const __m512 d = _mm512_sub_ps(LoadPlain(x + c * plane + l, mask), m);
+      s = _mm512_add_ps(s, d);
+      q = _mm512_fmadd_ps(d, d, q);
+    }
+    _mm512_mask_storeu_ps(m_out + l, mask, m);
+    _mm512_mask_storeu_ps(s_out + l, mask, s);
+    _mm512_mask_storeu_ps(q_out + l, mask, q);
+  }
+}
+
 template <typename T>
 void RunTask(const Job<T, float>& job, int64_t task) {
   const ConvGeometry& g = *job.geometry;
@@ -343,13 +441,18 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   const TaskIndex t = Locate(plan, task);
   const Spatial3 s = RightAlign(g);
   const int64_t fan_in = g.fan_in;
+  const int64_t plane = g.input_plane;
   const int64_t out_plane = g.output_plane;
   const int64_t per_group = g.group_out_channels;
   // Stride 1 along the last dim reads contiguous runs; other strides gather with 32-bit offsets.
   const bool gather = s.stride[2] != 1;
-  const T* x_group = job.x + t.group * g.group_in_channels * g.input_plane;
+  const T* x_group = job.x + t.group * g.group_in_channels * plane;
+  const float* stats_group = job.location_stats + t.group * 3 * plane;
   Scratch& sc = ThreadScratch();
-  float* strip = sc.strip.Reserve(static_cast<size_t>(fan_in * kStrip));
+  const int64_t block_channels = std::max<int64_t>(1, kBlockRows / g.kernel_size);
+  float* strip = sc.strip.Reserve(static_cast<size_t>(std::min(block_channels, g.group_in_channels) * g.kernel_size * kStrip));
+  const int64_t panel_count = std::min(plan.chunk_panels, plan.panels);
+  float* partial = sc.partial.Reserve(static_cast<size_t>(std::max<int64_t>(panel_count, 1) * kPanelFloats));
   StripMap map;
   const int64_t tile_begin = t.tile * plan.tile_columns;
   const int64_t tile_end = std::min(tile_begin + plan.tile_columns, plan.columns);
@@ -359,9 +462,30 @@ void RunTask(const Job<T, float>& job, int64_t task) {
     const int64_t width = std::min(kStrip, tile_end - first);
     const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
     MapStrip(g, s, first, width, &map);
-    __m512 sum[kVectors], rstd[kVectors], correction[kVectors];
-    PackStrip(x_group, g, s, map, gather, sc, strip, sum);
-    Standardize(strip, fan_in, sum, g, vectors, rstd, correction);
+    ColumnStats st;
+    if (!gather) {
+      BuildLoads(g, s, map, sc);
+      const LoadOp* ops = sc.loads.data();
+      const int32_t* begin = sc.load_begin.data();
+      if (sc.paired) {
+        const LoadPair* pairs = sc.pairs.data();
+        st = Statistics(g, [&](int which, int64_t kk, int v) {
+          return LoadStats(stats_group + which * plane, pairs[kk * kVectors + v]);
+        });
+      } else {
+        st = Statistics(g, [&](int which, int64_t kk, int v) {
+          const int32_t* b = begin + kk * kVectors + v;
+          return LoadStats(stats_group + which * plane, ops + b[0], ops + b[1]);
+        });
+      }
+    } else {
+      BuildGathers(g, s, map, sc);
+      st = Statistics(g, [&](int which, int64_t kk, int v) {
+        const __m512i index = _mm512_loadu_si512(sc.stats_index.data() + kk * kStrip + v * kLanes);
+        const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
+        return Gather(stats_group + which * plane, index, mask);
+      });
+    }
     StoreOp stores[kVectors][kMaxStripColumns];
     int store_count[kVectors] = {0, 0, 0};
     for (int sg = 0; sg < map.segments; ++sg) {
@@ -371,26 +495,41 @@ void RunTask(const Job<T, float>& job, int64_t task) {
         if (mask) stores[v][store_count[v]++] = StoreOp{seg.y_offset - seg.begin + v * kLanes, mask};
       }
     }
-    for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-      const float* a = job.panels + (t.group * plan.panels + panel) * fan_in * kPanelRows;
-      const int rows = static_cast<int>(std::min(kPanelRows, per_group - panel * kPanelRows));
-      __m512 acc[kPanelRows][kVectors];
-      Multiply(rows, vectors, fan_in, a, strip, acc);
-      for (int m = 0; m < rows; ++m) {
-        const int64_t channel = t.group * per_group + panel * kPanelRows + m;
-        const __m512 w_sum = _mm512_set1_ps(job.weight_sums[channel]);
-        const __m512 bias = _mm512_set1_ps(job.bias != nullptr ? job.bias[channel] : 0.0f);
-        T* y_channel = job.y + channel * out_plane;
-        for (int v = 0; v < vectors; ++v) {
-          const __m512 centred = _mm512_fnmadd_ps(correction[v], w_sum, acc[m][v]);
-          const __m512 out = _mm512_fmadd_ps(centred, rstd[v], bias);
-          for (int k = 0; k < store_count[v]; ++k) StoreLanes(At(y_channel, stores[v][k].offset), stores[v][k].mask, out);
+    // The strip is built and consumed a block of channels at a time, small enough to stay in L1 while
+    // every weight panel of the chunk multiplies it; partial sums wait in `partial` between blocks.
+    for (int64_t c_begin = 0; c_begin < g.group_in_channels; c_begin += block_channels) {
+      const int64_t c_end = std::min(g.group_in_channels, c_begin + block_channels);
+      const int64_t row_begin = c_begin * g.kernel_size;
+      const int64_t rows = (c_end - c_begin) * g.kernel_size;
+      const bool first_block = c_begin == 0;
+      const bool last_block = c_end == g.group_in_channels;
+      PackBlock(x_group, g, gather, sc, st, c_begin, c_end, strip);
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const float* a = job.panels + ((t.group * plan.panels + panel) * fan_in + row_begin) * kPanelRows;
+        const int channels = static_cast<int>(std::min(kPanelRows, per_group - panel * kPanelRows));
+        auto& acc = *reinterpret_cast<__m512(*)[kPanelRows][kVectors]>(partial + (panel - panel_begin) * kPanelFloats);
+        Multiply(channels, vectors, rows, a, strip, !first_block, acc);
+        if (!last_block) continue;
+        for (int m = 0; m < channels; ++m) {
+          const int64_t channel = t.group * per_group + panel * kPanelRows + m;
+          const __m512 w_sum = _mm512_set1_ps(job.weight_sums[channel]);
+          const __m512 bias = _mm512_set1_ps(job.bias != nullptr ? job.bias[channel] : 0.0f);
+          T* y_channel = job.y + channel * out_plane;
+          for (int v = 0; v < vectors; ++v) {
+            const __m512 centred = _mm512_fnmadd_ps(st.correction[v], w_sum, acc[m][v]);
+            const __m512 out = _mm512_fmadd_ps(centred, st.rstd[v], bias);
+            for (int k = 0; k < store_count[v]; ++k) {
+              StoreLanes(At(y_channel, stores[v][k].offset), stores[v][k].mask, out);
+            }
+          }
         }
       }
     }
   }
 }
 
+void PrepareFloat(const Job<float, float>& job, int64_t task) { Prepare(job, task); }
+void PrepareHalf(const Job<Half, float>& job, int64_t task) { Prepare(job, task); }
 void RunFloat(const Job<float, float>& job, int64_t task) { RunTask(job, task); }
 void RunHalf(const Job<Half, float>& job, int64_t task) { RunTask(job, task); }
 
@@ -406,9 +545,15 @@ void RunHalf(const Job<Half, float>& job, int64_t task) { RunTask(job, task); }
 namespace ncnn_onnx::cpu {
 namespace avx512 {
 
-// Strided rows gather with 32-bit offsets from the group's first channel of image 0.
+// Strided rows gather with 32-bit offsets from image 0 of the group, into X and the location statistics.
 bool Accepts(const ConvGeometry& g) {
-  return g.stride[g.ndim - 1] == 1 || g.batch * g.in_channels * g.input_plane <= INT32_MAX;
+  const int64_t stats = g.batch * g.group * 3 * g.input_plane;
+  const int64_t x = g.batch * g.in_channels * g.input_plane;
+  return g.stride[g.ndim - 1] == 1 || std::max(stats, x) <= INT32_MAX;
+}
+
+int64_t PrepareTasks(const ConvGeometry& g) {
+  return g.batch * g.group * ((g.input_plane + kStatsChunk - 1) / kStatsChunk);
 }
 
 }  // namespace avx512
@@ -417,8 +562,8 @@ Backend Avx512Backend() {
   Backend b = PortableBackend();  // float64 stays portable: it is for reference use
   b.isa = Isa::kAvx512;
   b.name = "avx512";
-  b.f32 = {avx512::kStrip, &avx512::RunFloat, &avx512::Accepts};
-  b.f16 = {avx512::kStrip, &avx512::RunHalf, &avx512::Accepts};
+  b.f32 = {avx512::kStrip, &avx512::RunFloat, &avx512::Accepts, &avx512::PrepareTasks, &avx512::PrepareFloat};
+  b.f16 = {avx512::kStrip, &avx512::RunHalf, &avx512::Accepts, &avx512::PrepareTasks, &avx512::PrepareHalf};
   return b;
 }
 

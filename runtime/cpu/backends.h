@@ -17,6 +17,9 @@ struct Routine {
   void (*run)(const Job<T, Acc>&, int64_t task) = nullptr;
   // False for geometries the routine cannot index (null: it takes every geometry).
   bool (*accepts)(const ConvGeometry&) = nullptr;
+  // An optional first phase filling job.location_stats: prepare_tasks(geometry) calls of prepare.
+  int64_t (*prepare_tasks)(const ConvGeometry&) = nullptr;
+  void (*prepare)(const Job<T, Acc>&, int64_t task) = nullptr;
 };
 
 struct Backend {

@@ -2,9 +2,12 @@
 //
 // Per group g the output positions of the whole batch form N*P "columns" (column = n*P + p). A task owns a
 // tile of consecutive columns and a chunk of the group's output channels. For each strip of columns in its
-// tile it builds the strip's im2col block (patch values of every column), computes each column's mean and
-// centred variance in two passes, centres the block in place, multiplies the packed weight panels by it
-// and writes Y with the per-column 1/sqrt(var + eps), the mean correction and the bias applied.
+// tile it computes each column's patch mean and centred variance, builds the strip's im2col block (patch
+// values of every column) centred on the mean, multiplies the packed weight panels by it and writes Y with
+// the per-column 1/sqrt(var + eps), the mean correction and the bias applied.
+//
+// A backend may first run "prepare" tasks that fill per-location statistics (location_stats), from which
+// the column statistics follow exactly without a second pass over the strip.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +40,9 @@ struct Job {
   const Acc* panels = nullptr;       // [group][panel][fan_in][kPanelRows], zero rows past M/group
   const Acc* weight_sums = nullptr;  // [M]: sum_i W[m, i]
   const Acc* bias = nullptr;         // [M], or null
+  // [N][group][3][input_plane]: per input location and group, the channel mean m, the residual
+  // sum_c (x - m) and sum_c (x - m)^2. Allocated by the caller when the routine has prepare tasks.
+  Acc* location_stats = nullptr;
 };
 
 struct TaskIndex {

@@ -5,9 +5,11 @@
 #include <mutex>
 #include <type_traits>
 
+#include "../common/checked_math.h"
 #include "../common/errors.h"
 #include "../common/ort_api.h"
 #include "../common/tensor.h"
+#include "aligned_buffer.h"
 #include "half.h"
 #include "job.h"
 
@@ -28,13 +30,6 @@ template <>
 struct TypeOf<double> {
   static constexpr ONNXTensorElementDataType kValue = ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
 };
-
-void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected) {
-  if (tensor.type != expected) {
-    throw InvalidArgument(std::string(name) + " has element type " + ElementTypeName(tensor.type) + ", expected " +
-                          ElementTypeName(expected) + " like X");
-  }
-}
 
 // Runs job tasks on onnxruntime's intra-op pool. Task exceptions must not unwind through onnxruntime's
 // threads: the first one is kept and rethrown on the calling thread once every task has returned.
@@ -171,15 +166,30 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
   job.weight_sums = weights->weight_sums.data();
   job.bias = weights->bias_or_null();
   if (job.plan.tasks == 0) return;
-  if (job.plan.tasks == 1) {
-    routine.run(job, 0);
+  AlignedBuffer<Acc> location_stats;
+  if (routine.prepare != nullptr) {
+    const int64_t size = CheckedMul(CheckedMul(geometry.batch, geometry.group, "the location statistics"),
+                                    CheckedMul(3, geometry.input_plane, "the location statistics"),
+                                    "the location statistics");
+    job.location_stats = location_stats.Reserve(static_cast<size_t>(size));
+    RunTasks(context, job, routine.prepare, routine.prepare_tasks(geometry));
+  }
+  RunTasks(context, job, routine.run, job.plan.tasks);
+}
+
+template <typename T, typename Acc>
+void CpuKernel::RunTasks(OrtKernelContext* context, const Job<T, Acc>& job,
+                         void (*run)(const Job<T, Acc>&, int64_t), int64_t tasks) const {
+  if (tasks <= 0) return;
+  if (tasks == 1) {
+    run(job, 0);
     return;
   }
   ParallelRun<T, Acc> parallel;
   parallel.job = &job;
-  parallel.run = routine.run;
-  ThrowOnError(api_, api_.KernelContext_ParallelFor(context, &ParallelRun<T, Acc>::Task,
-                                                    static_cast<size_t>(job.plan.tasks), 0, &parallel));
+  parallel.run = run;
+  ThrowOnError(api_, api_.KernelContext_ParallelFor(context, &ParallelRun<T, Acc>::Task, static_cast<size_t>(tasks),
+                                                    0, &parallel));
   if (parallel.error) std::rethrow_exception(parallel.error);
 }
 

@@ -25,6 +25,10 @@ class CpuKernel {
  private:
   template <typename T, typename Acc>
   void Run(OrtKernelContext* context, const Routine<T, Acc>& routine, const PackedWeights<Acc>* constant) const;
+  // Runs run(job, 0..tasks-1) on onnxruntime's intra-op pool (inline for a single task).
+  template <typename T, typename Acc>
+  void RunTasks(OrtKernelContext* context, const Job<T, Acc>& job, void (*run)(const Job<T, Acc>&, int64_t),
+                int64_t tasks) const;
 
   const OrtApi& api_;
   std::string node_name_;

@@ -2,6 +2,7 @@
 // that the onnxruntime glue stays in the kernel class and these files know nothing of onnxruntime.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -26,15 +27,21 @@ struct DeviceGeometry {
   bool scale = true;
 };
 
-// Floats of scratch memory the launch needs: three per (sample, group, output position).
-int64_t ScratchFloats(const DeviceGeometry& geo);
+// Why the launch grids cannot cover this geometry, or null when they can. The kernel's validation calls
+// it so that an oversized model fails with a message rather than a launch error.
+const char* LaunchLimitError(const DeviceGeometry& geo);
 
-// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchFloats(geo) floats. Float
-// inputs accumulate in float32 (statistics in float64). Returns the launch status; never synchronizes.
+// Bytes of scratch memory the launch needs (per input location and per output position of each sample
+// and group), 16-byte aligned.
+size_t ScratchBytes(const DeviceGeometry& geo);
+
+// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchBytes(geo) bytes. The statistics are
+// exact (float64 two-pass); float32 multiplies in float32, float16 on tensor cores with float32
+// accumulation. Returns the launch status; never synchronizes.
 cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const float* x, const float* w, const float* b,
-                                 float* y, float* scratch, cudaStream_t stream);
+                                 float* y, void* scratch, cudaStream_t stream);
 cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const void* x_half, const void* w_half,
-                                 const void* b_half, void* y_half, float* scratch, cudaStream_t stream);
+                                 const void* b_half, void* y_half, void* scratch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace ncnn_onnx

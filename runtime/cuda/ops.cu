@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "../common/attributes.h"
-#include "../common/checked_math.h"
 #include "../common/custom_op.h"
 #include "../common/errors.h"
 #include "../common/geometry.h"
@@ -21,10 +20,10 @@
 namespace ncnn_onnx::cuda {
 namespace {
 
-// Device memory for the length of one Compute, from onnxruntime's allocator for the device X lives on
-// (KernelContext_GetAllocator, C API 15, within the library's version). Freed right after the launches are
-// queued: onnxruntime's CUDA allocator hands memory out in stream order on its compute stream, the only
-// stream these kernels use.
+// Device memory for the length of one Compute. KernelContext_GetScratchBuffer (C API 18) takes it from
+// onnxruntime's allocator for X's device on the kernel's compute stream, so the stream-aware arena hands
+// it to another stream only once this one has passed its kernels: freeing it right after the launches
+// are queued needs no synchronization.
 class ScratchBuffer {
  public:
   ScratchBuffer(const OrtApi& api, OrtKernelContext* context, size_t bytes) : api_(api) {
@@ -34,7 +33,7 @@ class ScratchBuffer {
     const OrtMemoryInfo* memory = nullptr;
     ThrowOnError(api, api.GetTensorMemoryInfo(x, &memory));
     ThrowOnError(api, api.KernelContext_GetAllocator(context, memory, &allocator_));
-    data_ = allocator_->Alloc(allocator_, bytes);
+    ThrowOnError(api, api.KernelContext_GetScratchBuffer(context, memory, bytes, &data_));
     if (data_ == nullptr) {
       throw InvalidArgument("could not allocate " + std::to_string(bytes) + " bytes of GPU scratch memory");
     }
@@ -45,20 +44,13 @@ class ScratchBuffer {
   }
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;
-  float* floats() const { return static_cast<float*>(data_); }
+  void* data() const { return data_; }
 
  private:
   const OrtApi& api_;
   OrtAllocator* allocator_ = nullptr;
   void* data_ = nullptr;
 };
-
-void CheckSameType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected) {
-  if (tensor.type != expected) {
-    throw InvalidArgument(std::string(name) + " has element type " + ElementTypeName(tensor.type) + ", expected " +
-                          ElementTypeName(expected) + " like X");
-  }
-}
 
 DeviceGeometry ToDevice(const ConvGeometry& geo) {
   DeviceGeometry d;
@@ -80,18 +72,6 @@ DeviceGeometry ToDevice(const ConvGeometry& geo) {
   return d;
 }
 
-// The launch grid has limits that a large enough model exceeds; say so instead of failing the launch.
-void CheckLaunchLimits(const ConvGeometry& geo) {
-  const int64_t columns = CheckedMul(geo.batch, geo.output_plane, "N * output positions");
-  const int64_t stat_threads = CheckedMul(CheckedMul(columns, geo.group, "N * group * positions"), 32,
-                                          "statistics threads");
-  if (geo.group > 65535) throw InvalidArgument("group " + std::to_string(geo.group) + " exceeds the CUDA kernel's 65535");
-  if ((geo.group_out_channels + 63) / 64 > 65535 || (columns + 63) / 64 > 0x7fffffff ||
-      (stat_threads + 255) / 256 > 0x7fffffff) {
-    throw InvalidArgument("tensor too large for the CUDA kernel's launch grid");
-  }
-}
-
 class CudaKernel {
  public:
   static constexpr const char* kProvider = "CUDAExecutionProvider";
@@ -106,26 +86,26 @@ class CudaKernel {
     GetInput(api_, context, 0, &x);
     GetInput(api_, context, 1, &w);
     const bool has_bias = GetInput(api_, context, 2, &b);
-    CheckSameType("W", w, type_);
-    if (has_bias) CheckSameType("B", b, type_);
+    CheckType("X", x, type_);
+    CheckType("W", w, type_);
+    if (has_bias) CheckType("B", b, type_);
     const ConvGeometry geo = ResolveGeometry(attributes_, x.shape, w.shape, has_bias ? &b.shape : nullptr);
     void* y = GetOutput(api_, context, 0, geo.OutputShape());
     if (y == nullptr) return;  // an empty output (N = 0 or M = 0) has nothing to compute
-    CheckLaunchLimits(geo);
+    const DeviceGeometry device = ToDevice(geo);
+    if (const char* error = LaunchLimitError(device)) throw InvalidArgument(error);
 
     void* stream = nullptr;
     ThrowOnError(api_, api_.KernelContext_GetGPUComputeStream(context, &stream));
-    const DeviceGeometry device = ToDevice(geo);
-    const int64_t scratch_bytes = CheckedMul(ScratchFloats(device), sizeof(float), "scratch size");
-    ScratchBuffer scratch(api_, context, static_cast<size_t>(scratch_bytes));
+    ScratchBuffer scratch(api_, context, ScratchBytes(device));
     const void* bias = has_bias ? b.data : nullptr;
     cudaError_t status;
     if (type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
       status = LaunchNormalizedConv(device, static_cast<const float*>(x.data), static_cast<const float*>(w.data),
-                                    static_cast<const float*>(bias), static_cast<float*>(y), scratch.floats(),
+                                    static_cast<const float*>(bias), static_cast<float*>(y), scratch.data(),
                                     static_cast<cudaStream_t>(stream));
     } else {
-      status = LaunchNormalizedConv(device, x.data, w.data, bias, y, scratch.floats(),
+      status = LaunchNormalizedConv(device, x.data, w.data, bias, y, scratch.data(),
                                     static_cast<cudaStream_t>(stream));
     }
     if (status != cudaSuccess) {
