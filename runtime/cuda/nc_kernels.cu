@@ -17,6 +17,10 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <algorithm>
+#include <iterator>
+#include <type_traits>
+
 namespace ncnn_onnx {
 namespace cuda {
 namespace {
@@ -65,30 +69,60 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 __device__ __forceinline__ float Load(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float Load(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ void Store(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void Store(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
 
 __device__ __forceinline__ bool Inside(const Dims& d, int64_t z, int64_t y, int64_t x) {
   return z >= 0 && z < d.in[0] && y >= 0 && y < d.in[1] && x >= 0 && x < d.in[2];
 }
 
+// 32 locations x 8 slices of the channels per block: a large group (512 channels of a 7x7 map) would
+// otherwise leave a few threads looping over every channel twice.
+constexpr int kLocationsPerBlock = 32;
+constexpr int kChannelSlices = 8;
+
 template <typename T>
 __global__ void LocationStatisticsKernel(Dims d, const T* __restrict__ x, double* __restrict__ locations) {
-  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // (n * G + g) * V + l
+  __shared__ double partial[kChannelSlices][kLocationsPerBlock];
+  __shared__ double mean[kLocationsPerBlock];
+  const int lane = threadIdx.x;
+  const int slice = threadIdx.y;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * kLocationsPerBlock + lane;  // (n * G + g) * V + l
   const int64_t total = LocationCount(d);
-  if (index >= total) return;
-  const int64_t ng = index / d.volume;
-  const int64_t l = index % d.volume;
+  const bool active = index < total;
   // Channel c of group g in sample n starts at (n * C + g * cg + c) * V = (ng * cg + c) * V.
-  const T* p = x + ng * d.cg * d.volume + l;
+  const T* p = x;
+  if (active) p = x + (index / d.volume) * d.cg * d.volume + index % d.volume;
+
   double sum = 0.0;
-  for (int64_t c = 0; c < d.cg; ++c) sum += Load(p, c * d.volume);
-  const double mean = sum / static_cast<double>(d.cg);
-  double squares = 0.0;
-  for (int64_t c = 0; c < d.cg; ++c) {
-    const double dev = Load(p, c * d.volume) - mean;
-    squares += dev * dev;
+  if (active) {
+    for (int64_t c = slice; c < d.cg; c += kChannelSlices) sum += Load(p, c * d.volume);
   }
-  locations[index] = mean;
-  locations[total + index] = squares;
+  partial[slice][lane] = sum;
+  __syncthreads();
+  if (slice == 0) {
+    double all = 0.0;
+    for (int s = 0; s < kChannelSlices; ++s) all += partial[s][lane];
+    mean[lane] = all / static_cast<double>(d.cg);
+  }
+  __syncthreads();
+  const double m = mean[lane];
+  double squares = 0.0;
+  if (active) {
+    for (int64_t c = slice; c < d.cg; c += kChannelSlices) {
+      const double dev = Load(p, c * d.volume) - m;
+      squares += dev * dev;
+    }
+  }
+  __syncthreads();  // every thread has read mean[] and partial[] is free again
+  partial[slice][lane] = squares;
+  __syncthreads();
+  if (slice == 0 && active) {
+    double all = 0.0;
+    for (int s = 0; s < kChannelSlices; ++s) all += partial[s][lane];
+    locations[index] = m;
+    locations[total + index] = all;
+  }
 }
 
 // Input coordinates of the first element of output position p's window (negative inside the padding).
@@ -151,193 +185,312 @@ __global__ void PatchStatisticsKernel(Dims d, const double* __restrict__ locatio
   stats[2 * total + index] = d.scale ? static_cast<float>(1.0 / sqrt(var + static_cast<double>(d.eps))) : 1.0f;
 }
 
-// Patch element i (i = c * K + kernel offset): its channel's offset and its offsets inside the window;
-// channel < 0 past the last element, which reads as 0 and is not centred.
+// Patch element i (i = c * K + kernel offset): its offset from the window's first element and its
+// coordinates inside the window; invalid from `end` (the block's last element) on, where it reads as 0 and
+// is not centred. Coordinates are 32-bit (LaunchLimitError keeps them in range), offsets 64-bit.
 struct Tap {
-  int64_t channel, z, y, x;
+  int64_t offset;
+  int z, y, x;
+  bool valid;
 };
 
-__device__ __forceinline__ Tap TapOf(const Dims& d, int64_t i) {
-  if (i >= d.fan_in) return {-1, 0, 0, 0};
+__device__ __forceinline__ Tap TapOf(const Dims& d, int64_t i, int64_t end) {
+  if (i >= end) return {0, 0, 0, 0, false};
   int64_t off = i % d.k_count;
-  const int64_t kx = off % d.k[2];
+  const int kx = static_cast<int>(off % d.k[2]);
   off /= d.k[2];
-  const int64_t ky = off % d.k[1];
-  const int64_t kz = off / d.k[1];
-  return {(i / d.k_count) * d.volume, kz * d.d[0], ky * d.d[1], kx * d.d[2]};
+  const int ky = static_cast<int>(off % d.k[1]);
+  const int kz = static_cast<int>(off / d.k[1]);
+  const int z = kz * static_cast<int>(d.d[0]);
+  const int y = ky * static_cast<int>(d.d[1]);
+  const int x = kx * static_cast<int>(d.d[2]);
+  return {(i / d.k_count) * d.volume + (z * d.in[1] + y) * d.in[2] + x, z, y, x, true};
 }
 
-// GEMM column j = n * P + p: where its window reads, where its outputs go, and its statistics; stat < 0
-// past the last column.
+// GEMM column j = n * P + p: the element offset of its window's first element (outside the tensor where
+// the window starts in the padding), that corner's coordinates, where its outputs go and its statistics;
+// stat < 0 past the last column.
 struct Column {
-  int64_t base, y_offset, stat;
-  Corner corner;
+  int64_t origin, y_offset, stat;
+  int z, y, x;
 };
 
 __device__ __forceinline__ Column ColumnOf(const Dims& d, int64_t group, int64_t j) {
-  Column col{0, 0, -1, {0, 0, 0}};
+  Column col{0, 0, -1, 0, 0, 0};
   if (j >= d.n * d.positions) return col;
   const int64_t n = j / d.positions;
   const int64_t p = j % d.positions;
-  col.base = (n * d.c + group * d.cg) * d.volume;
+  const Corner corner = CornerOf(d, p);
+  col.origin = (n * d.c + group * d.cg) * d.volume + (corner.z * d.in[1] + corner.y) * d.in[2] + corner.x;
   col.y_offset = n * d.m * d.positions + p;
   col.stat = (n * d.g + group) * d.positions + p;
-  col.corner = CornerOf(d, p);
+  col.z = static_cast<int>(corner.z);
+  col.y = static_cast<int>(corner.y);
+  col.x = static_cast<int>(corner.x);
   return col;
 }
 
-// The centred patch value of (column, tap): padding reads 0 and is centred like any other value.
-template <typename T>
-__device__ __forceinline__ float CentredValue(const T* x, const Dims& d, const Column& col, const Tap& tap,
-                                              float hi, float lo) {
-  if (col.stat < 0 || tap.channel < 0) return 0.0f;
-  const int64_t z = col.corner.z + tap.z;
-  const int64_t y = col.corner.y + tap.y;
-  const int64_t xx = col.corner.x + tap.x;
-  const float v = Inside(d, z, y, xx) ? Load(x, col.base + tap.channel + (z * d.in[1] + y) * d.in[2] + xx) : 0.0f;
-  return d.center ? (v - hi) - lo : v;
+// Where (column, tap) reads: kUncounted past the block's last patch row or column (the element contributes
+// 0), kPadding inside the padding (it reads 0 and is centred like any value), else its index in X.
+constexpr int64_t kUncounted = -1;
+constexpr int64_t kPadding = -2;
+
+__device__ __forceinline__ int64_t SourceIndex(const Dims& d, const Column& col, const Tap& tap) {
+  if (col.stat < 0 || !tap.valid) return kUncounted;
+  const int z = col.z + tap.z;
+  const int y = col.y + tap.y;
+  const int xx = col.x + tap.x;
+  const bool inside = static_cast<unsigned>(z) < static_cast<unsigned>(d.in[0]) &&
+                      static_cast<unsigned>(y) < static_cast<unsigned>(d.in[1]) &&
+                      static_cast<unsigned>(xx) < static_cast<unsigned>(d.in[2]);
+  return inside ? col.origin + tap.offset : kPadding;
 }
 
-// Float32: 64 x 64 outputs per block of 256 threads, each thread 4 x 4.
+// The value that enters the product. Applied when the prefetched value is stored to shared memory, not
+// when it is loaded: arithmetic on a load right after it would stall the warp until the load returns.
+__device__ __forceinline__ float Centre(const Dims& d, float raw, bool counted, float hi, float lo) {
+  if (!counted) return 0.0f;
+  return d.center ? (raw - hi) - lo : raw;
+}
+
+// Split-K: when the output tiles alone cannot fill the GPU (batch 1, 512 channels of 7x7: 8 blocks), the
+// patch rows are cut into `count` chunks of `rows` (a multiple of both kernels' k tiles); each chunk's
+// block writes its raw sums to `partial` ([chunk][M][N * P]) and ReduceSplitsKernel adds them in a fixed
+// order, so results stay deterministic.
+struct Split {
+  int64_t count = 1;
+  int64_t rows = 0;
+  float* partial = nullptr;
+};
+
+// Both products compute 64 output channels x 128 columns per block of 256 threads. Each k step gathers its
+// tile of patch values into registers while the previous tile is multiplied from shared memory, which
+// hides the gathers' memory latency. A thread gathers one column (its window and statistics stay in
+// registers) for kRowsPerThread rows of the step.
 constexpr int kTileM = 64;
-constexpr int kTileN = 64;
-constexpr int kTileK = 16;
-constexpr int kFloatThreads = 256;
+constexpr int kTileN = 128;
+constexpr int kThreads = 256;
 
-__global__ void __launch_bounds__(kFloatThreads)
-    FloatGemmKernel(Dims d, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
-                    float* __restrict__ y, const float* __restrict__ stats) {
-  __shared__ float w_tile[kTileK][kTileM + 4];
-  __shared__ float x_tile[kTileK][kTileN + 4];
-  __shared__ Column cols[kTileN];
-  __shared__ float col_hi[kTileN], col_lo[kTileN], col_rstd[kTileN];
-  __shared__ Tap taps[kTileK];
+// Column data the epilogue needs, per column of the block.
+struct BlockColumns {
+  int64_t y_offset[kTileN];
+  int64_t stat[kTileN];
+  float rstd[kTileN];
+};
 
-  const int64_t group = blockIdx.z;
+// The gathering side of a block: this thread's column and its statistics.
+struct Gatherer {
+  Column col;
+  float hi, lo;
+};
+
+__device__ __forceinline__ Gatherer SetUpColumns(const Dims& d, int64_t group, int64_t j0, const float* stats,
+                                                 BlockColumns& block) {
+  const int tid = threadIdx.x;
+  const int64_t total = PositionCount(d);
+  Gatherer g;
+  g.col = ColumnOf(d, group, j0 + tid % kTileN);
+  const bool valid = g.col.stat >= 0;
+  g.hi = valid ? stats[g.col.stat] : 0.0f;
+  g.lo = valid ? stats[total + g.col.stat] : 0.0f;
+  if (tid < kTileN) {
+    block.y_offset[tid] = g.col.y_offset;
+    block.stat[tid] = g.col.stat;
+    block.rstd[tid] = valid ? stats[2 * total + g.col.stat] : 0.0f;
+  }
+  return g;
+}
+
+// Float32: k steps of 16; each thread owns 4 output channels x 8 columns.
+constexpr int kFloatK = 16;
+
+__global__ void __launch_bounds__(kThreads)
+    FloatGemmKernel(Dims d, Split split, const float* __restrict__ x, const float* __restrict__ w,
+                    const float* __restrict__ b, float* __restrict__ y, const float* __restrict__ stats) {
+  constexpr int kXRows = kFloatK * kTileN / kThreads;  // 8 rows of one column per thread
+  constexpr int kWRows = kFloatK * kTileM / kThreads;  // 4 weights of one patch element per thread
+  __shared__ __align__(16) float w_tile[kFloatK][kTileM + 4];
+  __shared__ __align__(16) float x_tile[kFloatK][kTileN + 4];
+  __shared__ BlockColumns columns;
+  __shared__ Tap taps[kFloatK];
+
+  const int64_t group = blockIdx.z % d.g;
+  const int64_t chunk = blockIdx.z / d.g;
+  const int64_t k_begin = chunk * split.rows;
+  const int64_t k_end = min(d.fan_in, k_begin + split.rows);
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileM;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTileN;
-  const int64_t total = PositionCount(d);
   const int tid = threadIdx.x;
-  if (tid < kTileN) {
-    const Column col = ColumnOf(d, group, j0 + tid);
-    cols[tid] = col;
-    col_hi[tid] = col.stat >= 0 ? stats[col.stat] : 0.0f;
-    col_lo[tid] = col.stat >= 0 ? stats[total + col.stat] : 0.0f;
-    col_rstd[tid] = col.stat >= 0 ? stats[2 * total + col.stat] : 0.0f;
-  }
-
-  const int ty = tid / 16;
-  const int tx = tid % 16;
-  float acc[4][4] = {};
+  const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
+  const int x_col = tid % kTileN;
+  const int x_row = tid / kTileN;  // rows x_row + r * (kThreads / kTileN)
+  const int w_k = tid % kFloatK;
+  const int w_m = tid / kFloatK;   // rows w_m + r * (kThreads / kFloatK)
   const float* w_group = w + group * d.mg * d.fan_in;
 
-  for (int64_t k0 = 0; k0 < d.fan_in; k0 += kTileK) {
-    if (tid < kTileK) taps[tid] = TapOf(d, k0 + tid);
-    __syncthreads();
-    for (int e = tid; e < kTileK * kTileM; e += kFloatThreads) {
-      const int mm = e / kTileK;
-      const int kk = e % kTileK;  // consecutive threads read consecutive weights
-      const int64_t m = m0 + mm;
-      const int64_t i = k0 + kk;
-      w_tile[kk][mm] = (m < d.mg && i < d.fan_in) ? w_group[m * d.fan_in + i] : 0.0f;
+  float xr[kXRows], wr[kWRows];
+  unsigned counted = 0;  // bit r: xr[r] is part of the patch
+  auto fetch = [&](int64_t k0) {
+#pragma unroll
+    for (int r = 0; r < kWRows; ++r) {
+      const int64_t m = m0 + w_m + r * (kThreads / kFloatK);
+      const int64_t i = k0 + w_k;
+      wr[r] = 0.0f;
+      if (m < d.mg && i < k_end) wr[r] = w_group[m * d.fan_in + i];
     }
-    for (int e = tid; e < kTileK * kTileN; e += kFloatThreads) {
-      const int kk = e / kTileN;
-      const int jj = e % kTileN;  // consecutive threads read neighbouring positions
-      x_tile[kk][jj] = CentredValue(x, d, cols[jj], taps[kk], col_hi[jj], col_lo[jj]);
+    counted = 0;
+#pragma unroll
+    for (int r = 0; r < kXRows; ++r) {
+      const int64_t source = SourceIndex(d, gather.col, taps[x_row + r * (kThreads / kTileN)]);
+      counted |= static_cast<unsigned>(source != kUncounted) << r;
+      xr[r] = 0.0f;
+      if (source >= 0) xr[r] = x[source];
     }
+  };
+
+  if (tid < kFloatK) taps[tid] = TapOf(d, k_begin + tid, k_end);
+  __syncthreads();
+  fetch(k_begin);
+  __syncthreads();  // every thread has read taps[] before the loop overwrites it with the next step's
+
+  const int ty = tid / 16;  // output channels ty * 4 .. + 4
+  const int tx = tid % 16;  // columns tx * 8 .. + 8
+  float acc[4][8] = {};
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kFloatK) {
+#pragma unroll
+    for (int r = 0; r < kWRows; ++r) w_tile[w_k][w_m + r * (kThreads / kFloatK)] = wr[r];
+#pragma unroll
+    for (int r = 0; r < kXRows; ++r) {
+      x_tile[x_row + r * (kThreads / kTileN)][x_col] = Centre(d, xr[r], (counted >> r) & 1u, gather.hi, gather.lo);
+    }
+    if (tid < kFloatK) taps[tid] = TapOf(d, k0 + kFloatK + tid, k_end);
     __syncthreads();
+    if (k0 + kFloatK < k_end) fetch(k0 + kFloatK);
 #pragma unroll
-    for (int kk = 0; kk < kTileK; ++kk) {
-      float a[4], bv[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) a[r] = w_tile[kk][ty * 4 + r];
-#pragma unroll
-      for (int q = 0; q < 4; ++q) bv[q] = x_tile[kk][tx * 4 + q];
+    for (int kk = 0; kk < kFloatK; ++kk) {
+      const float4 a = *reinterpret_cast<const float4*>(&w_tile[kk][ty * 4]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&x_tile[kk][tx * 8]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&x_tile[kk][tx * 8 + 4]);
+      const float av[4] = {a.x, a.y, a.z, a.w};
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
       for (int r = 0; r < 4; ++r)
 #pragma unroll
-        for (int q = 0; q < 4; ++q) acc[r][q] = fmaf(a[r], bv[q], acc[r][q]);
+        for (int q = 0; q < 8; ++q) acc[r][q] = fmaf(av[r], bv[q], acc[r][q]);
     }
     __syncthreads();
   }
 
-  for (int q = 0; q < 4; ++q) {
-    const int jj = tx * 4 + q;
-    if (cols[jj].stat < 0) continue;
+  const int64_t all_columns = d.n * d.positions;
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const int jj = tx * 8 + q;
+    if (columns.stat[jj] < 0) continue;
+#pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int64_t m = m0 + ty * 4 + r;
       if (m >= d.mg) continue;
       const int64_t channel = group * d.mg + m;
+      if (split.partial != nullptr) {
+        split.partial[(chunk * d.m + channel) * all_columns + j0 + jj] = acc[r][q];
+        continue;
+      }
       const float bias = b != nullptr ? b[channel] : 0.0f;
-      y[cols[jj].y_offset + channel * d.positions] = acc[r][q] * col_rstd[jj] + bias;
+      y[columns.y_offset[jj] + channel * d.positions] = acc[r][q] * columns.rstd[jj] + bias;
     }
   }
 }
 
-// Float16: 64 x 64 outputs per block of 4 warps, each warp 32 x 32 as 2 x 2 tensor-core tiles of 16 x 16 x 16.
+// Float16: k steps of 32 on tensor cores; 8 warps of 32 x 32 outputs, each 2 x 2 wmma tiles of 16 x 16 x 16.
 constexpr int kHalfK = 32;
-constexpr int kHalfThreads = 128;
 constexpr int kWmma = 16;
 
-__global__ void __launch_bounds__(kHalfThreads)
-    HalfGemmKernel(Dims d, const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ b,
-                   __half* __restrict__ y, const float* __restrict__ stats) {
+__global__ void __launch_bounds__(kThreads)
+    HalfGemmKernel(Dims d, Split split, const __half* __restrict__ x, const __half* __restrict__ w,
+                   const __half* __restrict__ b, __half* __restrict__ y, const float* __restrict__ stats) {
   using namespace nvcuda;
+  constexpr int kXRows = kHalfK * kTileN / kThreads;  // 16
+  constexpr int kWRows = kHalfK * kTileM / kThreads;  // 8
   // Row lengths padded by 8 halves / 4 floats against bank conflicts; every fragment pointer stays
-  // 32-byte aligned as wmma requires.
-  __shared__ __align__(32) __half w_tile[kTileM][kHalfK + 8];
-  __shared__ __align__(32) __half x_tile[kHalfK][kTileN + 8];
-  __shared__ __align__(32) float y_tile[kTileM][kTileN + 4];
-  __shared__ Column cols[kTileN];
-  __shared__ float col_hi[kTileN], col_lo[kTileN], col_rstd[kTileN];
+  // 32-byte aligned as wmma requires. The output tile reuses the input tiles' memory after the loop.
+  struct InputTiles {
+    __half w[kTileM][kHalfK + 8];
+    __half x[kHalfK][kTileN + 8];
+  };
+  using OutputTile = float[kTileM][kTileN + 4];
+  constexpr size_t kTileBytes = sizeof(InputTiles) > sizeof(OutputTile) ? sizeof(InputTiles) : sizeof(OutputTile);
+  __shared__ __align__(32) unsigned char tile_memory[kTileBytes];
+  InputTiles& tiles = *reinterpret_cast<InputTiles*>(tile_memory);
+  OutputTile& y_tile = *reinterpret_cast<OutputTile*>(tile_memory);
+  __shared__ BlockColumns columns;
   __shared__ Tap taps[kHalfK];
 
-  const int64_t group = blockIdx.z;
+  const int64_t group = blockIdx.z % d.g;
+  const int64_t chunk = blockIdx.z / d.g;
+  const int64_t k_begin = chunk * split.rows;
+  const int64_t k_end = min(d.fan_in, k_begin + split.rows);
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileM;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTileN;
-  const int64_t total = PositionCount(d);
   const int tid = threadIdx.x;
-  if (tid < kTileN) {
-    const Column col = ColumnOf(d, group, j0 + tid);
-    cols[tid] = col;
-    col_hi[tid] = col.stat >= 0 ? stats[col.stat] : 0.0f;
-    col_lo[tid] = col.stat >= 0 ? stats[total + col.stat] : 0.0f;
-    col_rstd[tid] = col.stat >= 0 ? stats[2 * total + col.stat] : 0.0f;
-  }
-
-  const int warp = tid / 32;
-  const int warp_m = (warp / 2) * 32;
-  const int warp_n = (warp % 2) * 32;
-  wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> acc[2][2];
-  for (int r = 0; r < 2; ++r)
-    for (int c = 0; c < 2; ++c) wmma::fill_fragment(acc[r][c], 0.0f);
+  const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
+  const float rstd = gather.col.stat >= 0 ? stats[2 * PositionCount(d) + gather.col.stat] : 0.0f;
+  const int x_col = tid % kTileN;
+  const int x_row = tid / kTileN;
+  const int w_k = tid % kHalfK;
+  const int w_m = tid / kHalfK;
   const __half* w_group = w + group * d.mg * d.fan_in;
   const __half zero = __float2half(0.0f);
 
-  for (int64_t k0 = 0; k0 < d.fan_in; k0 += kHalfK) {
-    if (tid < kHalfK) taps[tid] = TapOf(d, k0 + tid);
-    __syncthreads();
-    for (int e = tid; e < kHalfK * kTileM; e += kHalfThreads) {
-      const int mm = e / kHalfK;
-      const int kk = e % kHalfK;
-      const int64_t m = m0 + mm;
-      const int64_t i = k0 + kk;
-      w_tile[mm][kk] = (m < d.mg && i < d.fan_in) ? w_group[m * d.fan_in + i] : zero;
+  __half xr[kXRows], wr[kWRows];
+  unsigned counted = 0;  // bit r: xr[r] is part of the patch
+  auto fetch = [&](int64_t k0) {
+#pragma unroll
+    for (int r = 0; r < kWRows; ++r) {
+      const int64_t m = m0 + w_m + r * (kThreads / kHalfK);
+      const int64_t i = k0 + w_k;
+      wr[r] = zero;
+      if (m < d.mg && i < k_end) wr[r] = w_group[m * d.fan_in + i];
     }
-    for (int e = tid; e < kHalfK * kTileN; e += kHalfThreads) {
-      const int kk = e / kTileN;
-      const int jj = e % kTileN;
-      const float v = CentredValue(x, d, cols[jj], taps[kk], col_hi[jj], col_lo[jj]);
-      x_tile[kk][jj] = __float2half(v * col_rstd[jj]);
+    counted = 0;
+#pragma unroll
+    for (int r = 0; r < kXRows; ++r) {
+      const int64_t source = SourceIndex(d, gather.col, taps[x_row + r * (kThreads / kTileN)]);
+      counted |= static_cast<unsigned>(source != kUncounted) << r;
+      xr[r] = zero;
+      if (source >= 0) xr[r] = x[source];
     }
+  };
+
+  if (tid < kHalfK) taps[tid] = TapOf(d, k_begin + tid, k_end);
+  __syncthreads();
+  fetch(k_begin);
+  __syncthreads();  // every thread has read taps[] before the loop overwrites it with the next step's
+
+  const int warp = tid / 32;
+  const int warp_m = (warp / 4) * 32;
+  const int warp_n = (warp % 4) * 32;
+  wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> acc[2][2];
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 2; ++c) wmma::fill_fragment(acc[r][c], 0.0f);
+
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kHalfK) {
+#pragma unroll
+    for (int r = 0; r < kWRows; ++r) tiles.w[w_m + r * (kThreads / kHalfK)][w_k] = wr[r];
+#pragma unroll
+    for (int r = 0; r < kXRows; ++r) {
+      // Scaled by rstd here: the values enter the product as float16 of order 1.
+      const float v = Centre(d, __half2float(xr[r]), (counted >> r) & 1u, gather.hi, gather.lo);
+      tiles.x[x_row + r * (kThreads / kTileN)][x_col] = __float2half(v * rstd);
+    }
+    if (tid < kHalfK) taps[tid] = TapOf(d, k0 + kHalfK + tid, k_end);
     __syncthreads();
+    if (k0 + kHalfK < k_end) fetch(k0 + kHalfK);
 #pragma unroll
     for (int ks = 0; ks < kHalfK; ks += kWmma) {
       wmma::fragment<wmma::matrix_a, kWmma, kWmma, kWmma, __half, wmma::row_major> a[2];
       wmma::fragment<wmma::matrix_b, kWmma, kWmma, kWmma, __half, wmma::row_major> bf[2];
-      for (int r = 0; r < 2; ++r) wmma::load_matrix_sync(a[r], &w_tile[warp_m + r * kWmma][ks], kHalfK + 8);
-      for (int c = 0; c < 2; ++c) wmma::load_matrix_sync(bf[c], &x_tile[ks][warp_n + c * kWmma], kTileN + 8);
+      for (int r = 0; r < 2; ++r) wmma::load_matrix_sync(a[r], &tiles.w[warp_m + r * kWmma][ks], kHalfK + 8);
+      for (int c = 0; c < 2; ++c) wmma::load_matrix_sync(bf[c], &tiles.x[ks][warp_n + c * kWmma], kTileN + 8);
       for (int r = 0; r < 2; ++r)
         for (int c = 0; c < 2; ++c) wmma::mma_sync(acc[r][c], a[r], bf[c], acc[r][c]);
     }
@@ -350,85 +503,169 @@ __global__ void __launch_bounds__(kHalfThreads)
                               wmma::mem_row_major);
     }
   __syncthreads();
-  for (int e = tid; e < kTileM * kTileN; e += kHalfThreads) {
+  const int64_t all_columns = d.n * d.positions;
+  for (int e = tid; e < kTileM * kTileN; e += kThreads) {
     const int mm = e / kTileN;
     const int jj = e % kTileN;  // consecutive threads write neighbouring positions
     const int64_t m = m0 + mm;
-    if (m >= d.mg || cols[jj].stat < 0) continue;
+    if (m >= d.mg || columns.stat[jj] < 0) continue;
     const int64_t channel = group * d.mg + m;
+    if (split.partial != nullptr) {
+      split.partial[(chunk * d.m + channel) * all_columns + j0 + jj] = y_tile[mm][jj];
+      continue;
+    }
     const float bias = b != nullptr ? __half2float(b[channel]) : 0.0f;
-    y[cols[jj].y_offset + channel * d.positions] = __float2half(y_tile[mm][jj] + bias);
+    y[columns.y_offset[jj] + channel * d.positions] = __float2half(y_tile[mm][jj] + bias);
   }
 }
 
+// Sums the chunks of a split product in order, then applies rstd (float32: the product was of centred
+// values) and the bias.
 template <typename T>
-cudaError_t LaunchStatistics(const Dims& d, const T* x, void* scratch, float** stats, cudaStream_t stream) {
-  double* locations = static_cast<double*>(scratch);
-  *stats = reinterpret_cast<float*>(locations + 2 * LocationCount(d));
-  LocationStatisticsKernel<T><<<static_cast<unsigned>(CeilDiv(LocationCount(d), kStatsThreads)), kStatsThreads, 0,
+__global__ void ReduceSplitsKernel(Dims d, Split split, bool apply_rstd, const T* __restrict__ b, T* __restrict__ y,
+                                   const float* __restrict__ stats) {
+  const int64_t columns = d.n * d.positions;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // channel * columns + j
+  if (index >= d.m * columns) return;
+  const int64_t channel = index / columns;
+  const int64_t j = index % columns;
+  float sum = 0.0f;
+  for (int64_t c = 0; c < split.count; ++c) sum += split.partial[c * d.m * columns + index];
+  const int64_t n = j / d.positions;
+  const int64_t p = j % d.positions;
+  if (apply_rstd) sum *= stats[2 * PositionCount(d) + (n * d.g + channel / d.mg) * d.positions + p];
+  const float bias = b != nullptr ? Load(b, channel) : 0.0f;
+  Store(y, (n * d.m + channel) * d.positions + p, sum + bias);
+}
+
+constexpr int64_t kSplitAlign = 32;     // a multiple of both kernels' k tiles
+constexpr int64_t kMinSplitRows = 128;  // fewer rows per chunk cost more in partial sums than they gain
+constexpr int64_t kMaxSplits = 32;
+
+int64_t OutputBlocks(const Dims& d) { return CeilDiv(d.n * d.positions, kTileN) * CeilDiv(d.mg, kTileM) * d.g; }
+
+// Chunks of patch rows so that about two blocks per multiprocessor run; 1 where the tiles suffice.
+Split PlanSplit(const Dims& d, int multiprocessors) {
+  Split split;
+  split.rows = CeilDiv(d.fan_in, kSplitAlign) * kSplitAlign;
+  const int64_t blocks = OutputBlocks(d);
+  const int64_t wanted = 2 * static_cast<int64_t>(multiprocessors);
+  if (blocks >= wanted) return split;
+  int64_t count = std::min(std::min(CeilDiv(wanted, blocks), d.fan_in / kMinSplitRows), kMaxSplits);
+  count = std::min(count, 65535 / d.g);
+  if (count <= 1) return split;
+  split.rows = CeilDiv(CeilDiv(d.fan_in, count), kSplitAlign) * kSplitAlign;
+  split.count = CeilDiv(d.fan_in, split.rows);
+  return split;
+}
+
+int64_t PartialFloats(const Dims& d, const Split& split) {
+  return split.count > 1 ? split.count * d.m * d.n * d.positions : 0;
+}
+
+template <typename T>
+cudaError_t LaunchStatistics(const Dims& d, const T* x, double* locations, float* stats, cudaStream_t stream) {
+  const dim3 block(kLocationsPerBlock, kChannelSlices);
+  LocationStatisticsKernel<T><<<static_cast<unsigned>(CeilDiv(LocationCount(d), kLocationsPerBlock)), block, 0,
                                  stream>>>(d, x, locations);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) return status;
   PatchStatisticsKernel<<<static_cast<unsigned>(CeilDiv(PositionCount(d), kStatsThreads)), kStatsThreads, 0,
-                          stream>>>(d, locations, *stats);
+                          stream>>>(d, locations, stats);
   return cudaGetLastError();
 }
 
-dim3 GemmGrid(const Dims& d) {
+dim3 GemmGrid(const Dims& d, const Split& split) {
   return dim3(static_cast<unsigned>(CeilDiv(d.n * d.positions, kTileN)), static_cast<unsigned>(CeilDiv(d.mg, kTileM)),
-              static_cast<unsigned>(d.g));
+              static_cast<unsigned>(d.g * split.count));
 }
 
 bool Empty(const DeviceGeometry& geo) {
   return geo.batch == 0 || geo.out_channels == 0 || geo.out_size[0] * geo.out_size[1] * geo.out_size[2] == 0;
 }
 
+// Scratch layout: location statistics (doubles), patch statistics (floats), split partial sums (floats).
+struct ScratchLayout {
+  double* locations;
+  float* stats;
+  float* partial;
+};
+
+int64_t StatsFloats(const Dims& d) { return CeilDiv(3 * PositionCount(d), 4) * 4; }  // keeps 16-byte alignment
+
+ScratchLayout Carve(const Dims& d, void* scratch) {
+  ScratchLayout layout;
+  layout.locations = static_cast<double*>(scratch);
+  layout.stats = reinterpret_cast<float*>(layout.locations + 2 * LocationCount(d));
+  layout.partial = layout.stats + StatsFloats(d);
+  return layout;
+}
+
+template <typename T>
+cudaError_t Launch(const DeviceGeometry& geo, int multiprocessors, const T* x, const T* w, const T* b, T* y,
+                   void* scratch, cudaStream_t stream) {
+  if (Empty(geo)) return cudaSuccess;
+  if (LaunchLimitError(geo) != nullptr) return cudaErrorInvalidConfiguration;
+  const Dims d = MakeDims(geo);
+  const ScratchLayout layout = Carve(d, scratch);
+  cudaError_t status = LaunchStatistics(d, x, layout.locations, layout.stats, stream);
+  if (status != cudaSuccess) return status;
+  Split split = PlanSplit(d, multiprocessors);
+  if (split.count > 1) split.partial = layout.partial;
+  constexpr bool kHalf = std::is_same<T, __half>::value;
+  if constexpr (kHalf) {
+    HalfGemmKernel<<<GemmGrid(d, split), kThreads, 0, stream>>>(d, split, x, w, b, y, layout.stats);
+  } else {
+    FloatGemmKernel<<<GemmGrid(d, split), kThreads, 0, stream>>>(d, split, x, w, b, y, layout.stats);
+  }
+  status = cudaGetLastError();
+  if (status != cudaSuccess || split.count == 1) return status;
+  // Float16 scaled its values by rstd before the product; float32 applies it to the sums.
+  ReduceSplitsKernel<T><<<static_cast<unsigned>(CeilDiv(d.m * d.n * d.positions, kStatsThreads)), kStatsThreads, 0,
+                          stream>>>(d, split, !kHalf, b, y, layout.stats);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 const char* LaunchLimitError(const DeviceGeometry& geo) {
   const Dims d = MakeDims(geo);
+  constexpr int64_t kMaxCoordinate = int64_t{1} << 30;  // window coordinates and their sums stay 32-bit
+  for (int i = 0; i < 3; ++i) {
+    const int64_t reach[] = {d.in[i], d.out[i] * d.s[i], d.pb[i], (d.k[i] - 1) * d.d[i]};
+    if (*std::max_element(std::begin(reach), std::end(reach)) >= kMaxCoordinate) {
+      return "spatial sizes, strides, pads or dilations beyond the CUDA kernel's 32-bit window coordinates";
+    }
+  }
   if (d.g > 65535) return "group exceeds the CUDA kernel's limit of 65535";
   if (CeilDiv(d.mg, kTileM) > 65535) return "output channels per group exceed the CUDA kernel's launch grid";
   constexpr int64_t kMaxBlocks = 0x7fffffff;
-  if (CeilDiv(d.n * d.positions, kTileN) > kMaxBlocks || CeilDiv(LocationCount(d), kStatsThreads) > kMaxBlocks ||
-      CeilDiv(PositionCount(d), kStatsThreads) > kMaxBlocks) {
+  const int64_t blocks[] = {CeilDiv(d.n * d.positions, kTileN), CeilDiv(LocationCount(d), kLocationsPerBlock),
+                            CeilDiv(PositionCount(d), kStatsThreads), CeilDiv(d.m * d.n * d.positions, kStatsThreads)};
+  if (*std::max_element(std::begin(blocks), std::end(blocks)) > kMaxBlocks) {
     return "tensors too large for the CUDA kernel's launch grid";
   }
   return nullptr;
 }
 
-size_t ScratchBytes(const DeviceGeometry& geo) {
+size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors) {
   if (Empty(geo)) return 0;
   const Dims d = MakeDims(geo);
-  const int64_t stats_bytes = CeilDiv(3 * PositionCount(d) * static_cast<int64_t>(sizeof(float)), 16) * 16;
-  return static_cast<size_t>(2 * LocationCount(d) * static_cast<int64_t>(sizeof(double)) + stats_bytes);
+  const int64_t floats = StatsFloats(d) + PartialFloats(d, PlanSplit(d, multiprocessors));
+  return static_cast<size_t>(2 * LocationCount(d) * static_cast<int64_t>(sizeof(double)) +
+                             floats * static_cast<int64_t>(sizeof(float)));
 }
 
-cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const float* x, const float* w, const float* b,
-                                 float* y, void* scratch, cudaStream_t stream) {
-  if (Empty(geo)) return cudaSuccess;
-  if (LaunchLimitError(geo) != nullptr) return cudaErrorInvalidConfiguration;
-  const Dims d = MakeDims(geo);
-  float* stats = nullptr;
-  cudaError_t status = LaunchStatistics(d, x, scratch, &stats, stream);
-  if (status != cudaSuccess) return status;
-  FloatGemmKernel<<<GemmGrid(d), kFloatThreads, 0, stream>>>(d, x, w, b, y, stats);
-  return cudaGetLastError();
+cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const float* x, const float* w,
+                                 const float* b, float* y, void* scratch, cudaStream_t stream) {
+  return Launch<float>(geo, multiprocessors, x, w, b, y, scratch, stream);
 }
 
-cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const void* x_half, const void* w_half,
-                                 const void* b_half, void* y_half, void* scratch, cudaStream_t stream) {
-  if (Empty(geo)) return cudaSuccess;
-  if (LaunchLimitError(geo) != nullptr) return cudaErrorInvalidConfiguration;
-  const Dims d = MakeDims(geo);
-  const __half* x = static_cast<const __half*>(x_half);
-  float* stats = nullptr;
-  cudaError_t status = LaunchStatistics(d, x, scratch, &stats, stream);
-  if (status != cudaSuccess) return status;
-  HalfGemmKernel<<<GemmGrid(d), kHalfThreads, 0, stream>>>(d, x, static_cast<const __half*>(w_half),
-                                                           static_cast<const __half*>(b_half),
-                                                           static_cast<__half*>(y_half), stats);
-  return cudaGetLastError();
+cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const void* x_half,
+                                 const void* w_half, const void* b_half, void* y_half, void* scratch,
+                                 cudaStream_t stream) {
+  return Launch<__half>(geo, multiprocessors, static_cast<const __half*>(x_half), static_cast<const __half*>(w_half),
+                        static_cast<const __half*>(b_half), static_cast<__half*>(y_half), scratch, stream);
 }
 
 }  // namespace cuda

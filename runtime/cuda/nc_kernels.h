@@ -31,17 +31,19 @@ struct DeviceGeometry {
 // it so that an oversized model fails with a message rather than a launch error.
 const char* LaunchLimitError(const DeviceGeometry& geo);
 
-// Bytes of scratch memory the launch needs (per input location and per output position of each sample
-// and group), 16-byte aligned.
-size_t ScratchBytes(const DeviceGeometry& geo);
+// Bytes of scratch memory the launch needs on a device with `multiprocessors` SMs (statistics per input
+// location and per output position of each sample and group, and partial sums where the product is split
+// along the patch to fill the device).
+size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors);
 
-// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchBytes(geo) bytes. The statistics are
-// exact (float64 two-pass); float32 multiplies in float32, float16 on tensor cores with float32
-// accumulation. Returns the launch status; never synchronizes.
-cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const float* x, const float* w, const float* b,
-                                 float* y, void* scratch, cudaStream_t stream);
-cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, const void* x_half, const void* w_half,
-                                 const void* b_half, void* y_half, void* scratch, cudaStream_t stream);
+// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchBytes(geo, multiprocessors) bytes. The
+// statistics are exact (float64 two-pass); float32 multiplies in float32, float16 on tensor cores with
+// float32 accumulation. Deterministic for a given device. Returns the launch status; never synchronizes.
+cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const float* x, const float* w,
+                                 const float* b, float* y, void* scratch, cudaStream_t stream);
+cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const void* x_half,
+                                 const void* w_half, const void* b_half, void* y_half, void* scratch,
+                                 cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace ncnn_onnx

@@ -26,12 +26,9 @@ namespace {
 // are queued needs no synchronization.
 class ScratchBuffer {
  public:
-  ScratchBuffer(const OrtApi& api, OrtKernelContext* context, size_t bytes) : api_(api) {
+  ScratchBuffer(const OrtApi& api, OrtKernelContext* context, const OrtMemoryInfo* memory, size_t bytes)
+      : api_(api) {
     if (bytes == 0) return;
-    const OrtValue* x = nullptr;
-    ThrowOnError(api, api.KernelContext_GetInput(context, 0, &x));
-    const OrtMemoryInfo* memory = nullptr;
-    ThrowOnError(api, api.GetTensorMemoryInfo(x, &memory));
     ThrowOnError(api, api.KernelContext_GetAllocator(context, memory, &allocator_));
     ThrowOnError(api, api.KernelContext_GetScratchBuffer(context, memory, bytes, &data_));
     if (data_ == nullptr) {
@@ -51,6 +48,28 @@ class ScratchBuffer {
   OrtAllocator* allocator_ = nullptr;
   void* data_ = nullptr;
 };
+
+// X's memory info (the device the kernel runs on) and that device's multiprocessor count, which sizes the
+// split of small products. The attribute query does not synchronize.
+struct Device {
+  const OrtMemoryInfo* memory = nullptr;
+  int multiprocessors = 0;
+};
+
+Device DeviceOfInput(const OrtApi& api, OrtKernelContext* context) {
+  Device device;
+  const OrtValue* x = nullptr;
+  ThrowOnError(api, api.KernelContext_GetInput(context, 0, &x));
+  ThrowOnError(api, api.GetTensorMemoryInfo(x, &device.memory));
+  int id = 0;
+  ThrowOnError(api, api.MemoryInfoGetId(device.memory, &id));
+  const cudaError_t status = cudaDeviceGetAttribute(&device.multiprocessors, cudaDevAttrMultiProcessorCount, id);
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string("could not query CUDA device ") + std::to_string(id) + ": " +
+                             cudaGetErrorString(status));
+  }
+  return device;
+}
 
 DeviceGeometry ToDevice(const ConvGeometry& geo) {
   DeviceGeometry d;
@@ -97,15 +116,16 @@ class CudaKernel {
 
     void* stream = nullptr;
     ThrowOnError(api_, api_.KernelContext_GetGPUComputeStream(context, &stream));
-    ScratchBuffer scratch(api_, context, ScratchBytes(device));
+    const Device gpu = DeviceOfInput(api_, context);
+    ScratchBuffer scratch(api_, context, gpu.memory, ScratchBytes(device, gpu.multiprocessors));
     const void* bias = has_bias ? b.data : nullptr;
     cudaError_t status;
     if (type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-      status = LaunchNormalizedConv(device, static_cast<const float*>(x.data), static_cast<const float*>(w.data),
-                                    static_cast<const float*>(bias), static_cast<float*>(y), scratch.data(),
-                                    static_cast<cudaStream_t>(stream));
+      status = LaunchNormalizedConv(device, gpu.multiprocessors, static_cast<const float*>(x.data),
+                                    static_cast<const float*>(w.data), static_cast<const float*>(bias),
+                                    static_cast<float*>(y), scratch.data(), static_cast<cudaStream_t>(stream));
     } else {
-      status = LaunchNormalizedConv(device, x.data, w.data, bias, y, scratch.data(),
+      status = LaunchNormalizedConv(device, gpu.multiprocessors, x.data, w.data, bias, y, scratch.data(),
                                     static_cast<cudaStream_t>(stream));
     }
     if (status != cudaSuccess) {

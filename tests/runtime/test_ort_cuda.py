@@ -53,7 +53,8 @@ GRID = [
     ((1, 6, 15, 14), (9, 2, 3, 2), dict(group=3, strides=[2, 1], dilations=[1, 2], pads=[0, 1, 2, 0])),
     ((2, 8, 9, 10), (8, 1, 3, 3), dict(group=8, strides=[2, 2], auto_pad="SAME_LOWER")),
     ((1, 4, 10, 9), (4, 4, 4, 3), dict(strides=[2, 3], auto_pad="SAME_UPPER")),
-    ((4, 64, 28, 28), (96, 64, 3, 3), dict(pads=[1, 1, 1, 1])),  # several tiles in every grid dim
+    ((4, 64, 28, 28), (96, 64, 3, 3), dict(pads=[1, 1, 1, 1])),  # several tiles in every grid dim; split-K
+    ((1, 256, 9, 7), (64, 128, 3, 3), dict(group=2, pads=[1, 1, 1, 1])),  # split-K with groups
     ((2, 3, 5, 6, 7), (4, 3, 2, 3, 2), dict(pads=[0, 1, 1, 1, 0, 1])),
 ]
 
