@@ -263,15 +263,17 @@ struct Split {
   float* partial = nullptr;
 };
 
-// Both products compute 64 output channels x 128 columns per block of 256 threads. Each k step gathers its
+// Both products compute 64 output channels x kTileN columns per block of 256 threads. Each k step gathers its
 // tile of patch values into registers while the previous tile is multiplied from shared memory, which
 // hides the gathers' memory latency. A thread gathers one column (its window and statistics stay in
 // registers) for kRowsPerThread rows of the step.
 constexpr int kTileM = 64;
-constexpr int kTileN = 128;
+constexpr int kFloatTileN = 256;  // float32: 8 x 8 outputs per thread, enough arithmetic per shared load
+constexpr int kHalfTileN = 128;
 constexpr int kThreads = 256;
 
 // Column data the epilogue needs, per column of the block.
+template <int kTileN>
 struct BlockColumns {
   int64_t y_offset[kTileN];
   int64_t stat[kTileN];
@@ -284,8 +286,9 @@ struct Gatherer {
   float hi, lo;
 };
 
+template <int kTileN>
 __device__ __forceinline__ Gatherer SetUpColumns(const Dims& d, int64_t group, int64_t j0, const float* stats,
-                                                 BlockColumns& block) {
+                                                 BlockColumns<kTileN>& block) {
   const int tid = threadIdx.x;
   const int64_t total = PositionCount(d);
   Gatherer g;
@@ -301,17 +304,20 @@ __device__ __forceinline__ Gatherer SetUpColumns(const Dims& d, int64_t group, i
   return g;
 }
 
-// Float32: k steps of 16; each thread owns 4 output channels x 8 columns.
+// Float32: k steps of 16; each thread gathers one column's 16 rows and owns 8 output channels x 8 columns
+// (two runs of 4, so that a warp's shared-memory reads of the patch tile are conflict-free).
 constexpr int kFloatK = 16;
 
 __global__ void __launch_bounds__(kThreads)
     FloatGemmKernel(Dims d, Split split, const float* __restrict__ x, const float* __restrict__ w,
                     const float* __restrict__ b, float* __restrict__ y, const float* __restrict__ stats) {
-  constexpr int kXRows = kFloatK * kTileN / kThreads;  // 8 rows of one column per thread
+  constexpr int kTileN = kFloatTileN;
+  constexpr int kXRows = kFloatK * kTileN / kThreads;  // 16: the whole step of one column
   constexpr int kWRows = kFloatK * kTileM / kThreads;  // 4 weights of one patch element per thread
+  static_assert(kXRows == kFloatK, "one gathered column per thread");
   __shared__ __align__(16) float w_tile[kFloatK][kTileM + 4];
   __shared__ __align__(16) float x_tile[kFloatK][kTileN + 4];
-  __shared__ BlockColumns columns;
+  __shared__ BlockColumns<kTileN> columns;
   __shared__ Tap taps[kFloatK];
 
   const int64_t group = blockIdx.z % d.g;
@@ -322,10 +328,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTileN;
   const int tid = threadIdx.x;
   const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
-  const int x_col = tid % kTileN;
-  const int x_row = tid / kTileN;  // rows x_row + r * (kThreads / kTileN)
   const int w_k = tid % kFloatK;
-  const int w_m = tid / kFloatK;   // rows w_m + r * (kThreads / kFloatK)
+  const int w_m = tid / kFloatK;  // rows w_m + r * (kThreads / kFloatK)
   const float* w_group = w + group * d.mg * d.fan_in;
 
   float xr[kXRows], wr[kWRows];
@@ -341,7 +345,7 @@ __global__ void __launch_bounds__(kThreads)
     counted = 0;
 #pragma unroll
     for (int r = 0; r < kXRows; ++r) {
-      const int64_t source = SourceIndex(d, gather.col, taps[x_row + r * (kThreads / kTileN)]);
+      const int64_t source = SourceIndex(d, gather.col, taps[r]);
       counted |= static_cast<unsigned>(source != kUncounted) << r;
       xr[r] = 0.0f;
       if (source >= 0) xr[r] = x[source];
@@ -353,28 +357,27 @@ __global__ void __launch_bounds__(kThreads)
   fetch(k_begin);
   __syncthreads();  // every thread has read taps[] before the loop overwrites it with the next step's
 
-  const int ty = tid / 16;  // output channels ty * 4 .. + 4
-  const int tx = tid % 16;  // columns tx * 8 .. + 8
-  float acc[4][8] = {};
+  const int ty = tid / 32;  // output channels ty * 8 .. + 8: one per warp, so weight reads broadcast
+  const int tx = tid % 32;  // columns tx * 4 .. + 4 and kTileN / 2 + tx * 4 .. + 4
+  float acc[8][8] = {};
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kFloatK) {
 #pragma unroll
     for (int r = 0; r < kWRows; ++r) w_tile[w_k][w_m + r * (kThreads / kFloatK)] = wr[r];
 #pragma unroll
-    for (int r = 0; r < kXRows; ++r) {
-      x_tile[x_row + r * (kThreads / kTileN)][x_col] = Centre(d, xr[r], (counted >> r) & 1u, gather.hi, gather.lo);
-    }
+    for (int r = 0; r < kXRows; ++r) x_tile[r][tid] = Centre(d, xr[r], (counted >> r) & 1u, gather.hi, gather.lo);
     if (tid < kFloatK) taps[tid] = TapOf(d, k0 + kFloatK + tid, k_end);
     __syncthreads();
     if (k0 + kFloatK < k_end) fetch(k0 + kFloatK);
 #pragma unroll
     for (int kk = 0; kk < kFloatK; ++kk) {
-      const float4 a = *reinterpret_cast<const float4*>(&w_tile[kk][ty * 4]);
-      const float4 b0 = *reinterpret_cast<const float4*>(&x_tile[kk][tx * 8]);
-      const float4 b1 = *reinterpret_cast<const float4*>(&x_tile[kk][tx * 8 + 4]);
-      const float av[4] = {a.x, a.y, a.z, a.w};
+      const float4 a0 = *reinterpret_cast<const float4*>(&w_tile[kk][ty * 8]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&w_tile[kk][ty * 8 + 4]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&x_tile[kk][tx * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&x_tile[kk][kTileN / 2 + tx * 4]);
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
       const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
-      for (int r = 0; r < 4; ++r)
+      for (int r = 0; r < 8; ++r)
 #pragma unroll
         for (int q = 0; q < 8; ++q) acc[r][q] = fmaf(av[r], bv[q], acc[r][q]);
     }
@@ -384,11 +387,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t all_columns = d.n * d.positions;
 #pragma unroll
   for (int q = 0; q < 8; ++q) {
-    const int jj = tx * 8 + q;
+    const int jj = (q < 4 ? 0 : kTileN / 2) + tx * 4 + q % 4;
     if (columns.stat[jj] < 0) continue;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int64_t m = m0 + ty * 4 + r;
+    for (int r = 0; r < 8; ++r) {
+      const int64_t m = m0 + ty * 8 + r;
       if (m >= d.mg) continue;
       const int64_t channel = group * d.mg + m;
       if (split.partial != nullptr) {
@@ -409,6 +412,7 @@ __global__ void __launch_bounds__(kThreads)
     HalfGemmKernel(Dims d, Split split, const __half* __restrict__ x, const __half* __restrict__ w,
                    const __half* __restrict__ b, __half* __restrict__ y, const float* __restrict__ stats) {
   using namespace nvcuda;
+  constexpr int kTileN = kHalfTileN;
   constexpr int kXRows = kHalfK * kTileN / kThreads;  // 16
   constexpr int kWRows = kHalfK * kTileM / kThreads;  // 8
   // Row lengths padded by 8 halves / 4 floats against bank conflicts; every fragment pointer stays
@@ -422,7 +426,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(32) unsigned char tile_memory[kTileBytes];
   InputTiles& tiles = *reinterpret_cast<InputTiles*>(tile_memory);
   OutputTile& y_tile = *reinterpret_cast<OutputTile*>(tile_memory);
-  __shared__ BlockColumns columns;
+  __shared__ BlockColumns<kTileN> columns;
   __shared__ Tap taps[kHalfK];
 
   const int64_t group = blockIdx.z % d.g;
@@ -542,13 +546,17 @@ constexpr int64_t kSplitAlign = 32;     // a multiple of both kernels' k tiles
 constexpr int64_t kMinSplitRows = 128;  // fewer rows per chunk cost more in partial sums than they gain
 constexpr int64_t kMaxSplits = 32;
 
-int64_t OutputBlocks(const Dims& d) { return CeilDiv(d.n * d.positions, kTileN) * CeilDiv(d.mg, kTileM) * d.g; }
+int64_t TileColumns(bool half) { return half ? kHalfTileN : kFloatTileN; }
+
+int64_t OutputBlocks(const Dims& d, bool half) {
+  return CeilDiv(d.n * d.positions, TileColumns(half)) * CeilDiv(d.mg, kTileM) * d.g;
+}
 
 // Chunks of patch rows so that about two blocks per multiprocessor run; 1 where the tiles suffice.
-Split PlanSplit(const Dims& d, int multiprocessors) {
+Split PlanSplit(const Dims& d, int multiprocessors, bool half) {
   Split split;
   split.rows = CeilDiv(d.fan_in, kSplitAlign) * kSplitAlign;
-  const int64_t blocks = OutputBlocks(d);
+  const int64_t blocks = OutputBlocks(d, half);
   const int64_t wanted = 2 * static_cast<int64_t>(multiprocessors);
   if (blocks >= wanted) return split;
   int64_t count = std::min(std::min(CeilDiv(wanted, blocks), d.fan_in / kMinSplitRows), kMaxSplits);
@@ -575,9 +583,9 @@ cudaError_t LaunchStatistics(const Dims& d, const T* x, double* locations, float
   return cudaGetLastError();
 }
 
-dim3 GemmGrid(const Dims& d, const Split& split) {
-  return dim3(static_cast<unsigned>(CeilDiv(d.n * d.positions, kTileN)), static_cast<unsigned>(CeilDiv(d.mg, kTileM)),
-              static_cast<unsigned>(d.g * split.count));
+dim3 GemmGrid(const Dims& d, const Split& split, bool half) {
+  return dim3(static_cast<unsigned>(CeilDiv(d.n * d.positions, TileColumns(half))),
+              static_cast<unsigned>(CeilDiv(d.mg, kTileM)), static_cast<unsigned>(d.g * split.count));
 }
 
 bool Empty(const DeviceGeometry& geo) {
@@ -610,13 +618,13 @@ cudaError_t Launch(const DeviceGeometry& geo, int multiprocessors, const T* x, c
   const ScratchLayout layout = Carve(d, scratch);
   cudaError_t status = LaunchStatistics(d, x, layout.locations, layout.stats, stream);
   if (status != cudaSuccess) return status;
-  Split split = PlanSplit(d, multiprocessors);
-  if (split.count > 1) split.partial = layout.partial;
   constexpr bool kHalf = std::is_same<T, __half>::value;
+  Split split = PlanSplit(d, multiprocessors, kHalf);
+  if (split.count > 1) split.partial = layout.partial;
   if constexpr (kHalf) {
-    HalfGemmKernel<<<GemmGrid(d, split), kThreads, 0, stream>>>(d, split, x, w, b, y, layout.stats);
+    HalfGemmKernel<<<GemmGrid(d, split, kHalf), kThreads, 0, stream>>>(d, split, x, w, b, y, layout.stats);
   } else {
-    FloatGemmKernel<<<GemmGrid(d, split), kThreads, 0, stream>>>(d, split, x, w, b, y, layout.stats);
+    FloatGemmKernel<<<GemmGrid(d, split, kHalf), kThreads, 0, stream>>>(d, split, x, w, b, y, layout.stats);
   }
   status = cudaGetLastError();
   if (status != cudaSuccess || split.count == 1) return status;
@@ -640,7 +648,7 @@ const char* LaunchLimitError(const DeviceGeometry& geo) {
   if (d.g > 65535) return "group exceeds the CUDA kernel's limit of 65535";
   if (CeilDiv(d.mg, kTileM) > 65535) return "output channels per group exceed the CUDA kernel's launch grid";
   constexpr int64_t kMaxBlocks = 0x7fffffff;
-  const int64_t blocks[] = {CeilDiv(d.n * d.positions, kTileN), CeilDiv(LocationCount(d), kLocationsPerBlock),
+  const int64_t blocks[] = {CeilDiv(d.n * d.positions, kHalfTileN), CeilDiv(LocationCount(d), kLocationsPerBlock),
                             CeilDiv(PositionCount(d), kStatsThreads), CeilDiv(d.m * d.n * d.positions, kStatsThreads)};
   if (*std::max_element(std::begin(blocks), std::end(blocks)) > kMaxBlocks) {
     return "tensors too large for the CUDA kernel's launch grid";
@@ -648,10 +656,10 @@ const char* LaunchLimitError(const DeviceGeometry& geo) {
   return nullptr;
 }
 
-size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors) {
+size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors, bool half) {
   if (Empty(geo)) return 0;
   const Dims d = MakeDims(geo);
-  const int64_t floats = StatsFloats(d) + PartialFloats(d, PlanSplit(d, multiprocessors));
+  const int64_t floats = StatsFloats(d) + PartialFloats(d, PlanSplit(d, multiprocessors, half));
   return static_cast<size_t>(2 * LocationCount(d) * static_cast<int64_t>(sizeof(double)) +
                              floats * static_cast<int64_t>(sizeof(float)));
 }

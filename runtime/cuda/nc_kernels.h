@@ -31,12 +31,12 @@ struct DeviceGeometry {
 // it so that an oversized model fails with a message rather than a launch error.
 const char* LaunchLimitError(const DeviceGeometry& geo);
 
-// Bytes of scratch memory the launch needs on a device with `multiprocessors` SMs (statistics per input
-// location and per output position of each sample and group, and partial sums where the product is split
-// along the patch to fill the device).
-size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors);
+// Bytes of scratch memory the launch needs on a device with `multiprocessors` SMs, for float16 tensors
+// (`half`) or float32 (statistics per input location and per output position of each sample and group,
+// and partial sums where the product is split along the patch to fill the device).
+size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors, bool half);
 
-// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchBytes(geo, multiprocessors) bytes. The
+// Y = W . standardize(patch) + B on `stream`; `scratch` holds ScratchBytes(geo, multiprocessors, half) bytes. The
 // statistics are exact (float64 two-pass); float32 multiplies in float32, float16 on tensor cores with
 // float32 accumulation. Deterministic for a given device. Returns the launch status; never synchronizes.
 cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const float* x, const float* w,

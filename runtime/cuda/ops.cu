@@ -117,7 +117,8 @@ class CudaKernel {
     void* stream = nullptr;
     ThrowOnError(api_, api_.KernelContext_GetGPUComputeStream(context, &stream));
     const Device gpu = DeviceOfInput(api_, context);
-    ScratchBuffer scratch(api_, context, gpu.memory, ScratchBytes(device, gpu.multiprocessors));
+    const bool half = type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    ScratchBuffer scratch(api_, context, gpu.memory, ScratchBytes(device, gpu.multiprocessors, half));
     const void* bias = has_bias ? b.data : nullptr;
     cudaError_t status;
     if (type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
