@@ -153,6 +153,13 @@ def centre_channels(x: Tensor, groups: int) -> tuple[Tensor, Tensor]:
     return m, xg - m.unsqueeze(2)
 
 
+def _centred(x: Tensor, m: Tensor) -> Tensor:
+    """x - m (N, G, cg, *spatial) in the statistics dtype, for channel means m (N, G, *spatial)."""
+    n, c = x.shape[:2]
+    g = m.shape[1]
+    return x.to(statistics_dtype(x.dtype)).reshape(n, g, c // g, *x.shape[2:]) - m.unsqueeze(2)
+
+
 def patch_statistics(
     m: Tensor, xcg: Tensor, kernel, geo: ConvGeometry, out, eps: float, scale: bool, consume: bool
 ) -> PatchStatistics:
@@ -271,45 +278,57 @@ def backward(
     out = list(grad_y.shape[2:])
     sdt = statistics_dtype(x.dtype)
 
+    xcg = None
     if stats is None:
         m, xcg = centre_channels(x, g)
         stats = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=False)
-    else:
-        xcg = x.to(sdt).reshape(n, g, cg, *spatial) - stats.m.unsqueeze(2)
     gy_b = grad_y.to(sdt).reshape(n * g, mg, -1)  # (N*G, M/G, P)
     r_b = stats.rstd.reshape(n * g, 1, -1) if scale else None
     patch_term = (stats.dev if center else stats.patches).reshape(n * g, n_k, -1)
     # sum_m gy_m ylin_m is taken first, so its temporary is gone before the large buffers below exist.
     dot = torch.linalg.vecdot(gy_b, ylin.to(sdt).view(gy_b.shape), dim=1).unsqueeze(1) if need_x and scale else None
 
+    def conv_grads(s, conv_in, conv_pad, mask):
+        return torch.ops.aten.convolution_backward(
+            s, conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation), False, [0] * geo.ndim, g, mask
+        )
+
     grad_x = grad_w = grad_b = None
     if need_x or need_w:
         s_b = gy_b * r_b if scale else gy_b
-        conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            s_b.view(grad_y.shape).to(x.dtype), conv_in, weight, None, list(geo.stride), conv_pad,
-            list(geo.dilation), False, [0] * geo.ndim, g, [need_x, need_w, False],
-        )
-        del conv_in
+        s = s_b.view(grad_y.shape).to(x.dtype)
+        # Two calls, weights first: the centred input that the weight gradient needs is freed before the
+        # input gradient (which reads only the input's shape) is allocated: one input-sized buffer less.
         if need_w:
+            if xcg is None:
+                xcg = _centred(x, stats.m)
+            conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
+            del xcg
+            gw = conv_grads(s, conv_in, conv_pad, [False, True, False])[1]
+            del conv_in
             w_patch = torch.bmm(s_b, patch_term.transpose(1, 2)).view(n, out_ch, n_k).sum(0)
             gw = gw.to(sdt).view(out_ch, cg, n_k).add_(w_patch.unsqueeze(1))
             grad_w = gw.view(weight.shape).to(weight.dtype)
-        del s_b
+        xcg = None
         if need_x:
-            grad_x = _input_gradient(gx, xcg, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale)
+            shape_in, conv_pad = _conv_input(x, geo)
+            gx = conv_grads(s, shape_in, conv_pad, [True, False, False])[0]
+            del shape_in, s, s_b
+            grad_x = _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale)
     if need_b and has_bias:
         grad_b = grad_y.to(sdt).sum(dim=[0] + list(range(2, grad_y.dim()))).to(weight.dtype)
     return grad_x, grad_w, grad_b
 
 
-def _input_gradient(gx, xcg, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale):
+def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale):
     """Adds the centring and scaling terms of dv to the transposed convolution's gx."""
-    n, g, cg = xcg.shape[:3]
+    n, c = x.shape[:2]
+    g = geo.groups
+    cg = c // g
     out_ch = weight.shape[0]
     n_k = math.prod(kernel)
     fan_in = cg * n_k
-    sdt = xcg.dtype
+    sdt = statistics_dtype(x.dtype)
     if not geo.symmetric:
         crop = [slice(None), slice(None)] + [
             slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(geo.ndim)
@@ -331,5 +350,7 @@ def _input_gradient(gx, xcg, weight, gy_b, dot, stats, r_b, geo, kernel, spatial
         coeff_x = _fold(e.expand(n, g, n_k, *out), kernel, geo, spatial)
     gx_g += _fold(per_patch, kernel, geo, spatial).unsqueeze(2)
     if coeff_x is not None:
-        gx_g.addcmul_(coeff_x.unsqueeze(2), xcg, value=-1)
+        # x - m again (freed while the convolution gradients were taken): centred before the product, so
+        # no cancellation on bright inputs.
+        gx_g.addcmul_(coeff_x.unsqueeze(2), _centred(x, stats.m), value=-1)
     return gx_g.view(gx.shape).to(gx.dtype)
