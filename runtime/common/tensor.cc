@@ -30,6 +30,19 @@ void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementData
   }
 }
 
+ConvCall ReadCall(const OrtApi& api, OrtKernelContext* context, const ConvAttributes& attributes,
+                  ONNXTensorElementDataType type) {
+  ConvCall call;
+  if (!GetInput(api, context, 0, &call.x)) throw InvalidArgument("input X is missing");
+  if (!GetInput(api, context, 1, &call.w)) throw InvalidArgument("input W is missing");
+  call.has_bias = GetInput(api, context, 2, &call.b);
+  CheckType("X", call.x, type);
+  CheckType("W", call.w, type);
+  if (call.has_bias) CheckType("B", call.b, type);
+  call.geometry = ResolveGeometry(attributes, call.x.shape, call.w.shape, call.has_bias ? &call.b.shape : nullptr);
+  return call;
+}
+
 TensorInfo DescribeTensor(const OrtApi& api, const OrtValue* value) {
   TensorInfo info;
   OrtTensorTypeAndShapeInfo* type_shape = nullptr;

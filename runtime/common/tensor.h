@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "attributes.h"
+#include "geometry.h"
+
 namespace ncnn_onnx {
 
 struct TensorInfo {
@@ -28,5 +31,16 @@ const char* ElementTypeName(ONNXTensorElementDataType type);
 
 // Throws InvalidArgument naming the input when its element type is not `expected` (the type of X).
 void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected);
+
+// The inputs of one NormalizedConv call, checked against the kernel's element type, and the geometry they
+// resolve to; every execution provider's kernel starts here.
+struct ConvCall {
+  TensorInfo x, w, b;
+  bool has_bias = false;
+  ConvGeometry geometry;
+};
+
+ConvCall ReadCall(const OrtApi& api, OrtKernelContext* context, const ConvAttributes& attributes,
+                  ONNXTensorElementDataType type);
 
 }  // namespace ncnn_onnx

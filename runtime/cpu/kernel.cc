@@ -131,21 +131,16 @@ template <typename T, typename Acc>
 void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
                     const PackedWeights<Acc>* constant) const {
   const ONNXTensorElementDataType type = TypeOf<T>::kValue;
-  TensorInfo x, w, b;
-  if (!GetInput(api_, context, 0, &x)) throw InvalidArgument("input X is missing");
-  if (!GetInput(api_, context, 1, &w)) throw InvalidArgument("input W is missing");
-  const bool has_bias = GetInput(api_, context, 2, &b);
-  CheckType("X", x, type);
-  CheckType("W", w, type);
-  if (has_bias) CheckType("B", b, type);
-  const ConvGeometry geometry = ResolveGeometry(attributes_, x.shape, w.shape, has_bias ? &b.shape : nullptr);
+  const ConvCall call = ReadCall(api_, context, attributes_, type);
+  const ConvGeometry& geometry = call.geometry;
   void* y = GetOutput(api_, context, 0, geometry.OutputShape());
   if (geometry.batch == 0 || geometry.out_channels == 0) return;
 
   PackedWeights<Acc> packed;
   const PackedWeights<Acc>* weights = constant;
   if (weights == nullptr) {
-    packed = PackWeights<T, Acc>(static_cast<const T*>(w.data), has_bias ? static_cast<const T*>(b.data) : nullptr,
+    packed = PackWeights<T, Acc>(static_cast<const T*>(call.w.data),
+                                 call.has_bias ? static_cast<const T*>(call.b.data) : nullptr,
                                  geometry.out_channels, geometry.group, geometry.fan_in);
     weights = &packed;
   }
@@ -160,7 +155,7 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
   Job<T, Acc> job;
   job.geometry = &geometry;
   job.plan = MakePlan(geometry, routine.strip_columns);
-  job.x = static_cast<const T*>(x.data);
+  job.x = static_cast<const T*>(call.x.data);
   job.y = static_cast<T*>(y);
   job.panels = weights->panel_data.data();
   job.weight_sums = weights->weight_sums.data();

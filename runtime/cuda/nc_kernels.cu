@@ -35,21 +35,21 @@ struct Dims {
   bool center, scale;
 };
 
-Dims MakeDims(const DeviceGeometry& geo) {
+Dims MakeDims(const ConvGeometry& geo) {
   Dims d{};
   d.n = geo.batch;
   d.c = geo.in_channels;
   d.m = geo.out_channels;
-  d.g = geo.groups;
-  d.cg = d.c / d.g;
-  d.mg = d.m / d.g;
-  d.k_count = geo.kernel[0] * geo.kernel[1] * geo.kernel[2];
-  d.fan_in = d.cg * d.k_count;
-  d.positions = geo.out_size[0] * geo.out_size[1] * geo.out_size[2];
-  d.volume = geo.in_size[0] * geo.in_size[1] * geo.in_size[2];
+  d.g = geo.group;
+  d.cg = geo.group_in_channels;
+  d.mg = geo.group_out_channels;
+  d.k_count = geo.kernel_size;
+  d.fan_in = geo.fan_in;
+  d.positions = geo.output_plane;
+  d.volume = geo.input_plane;
   for (int i = 0; i < 3; ++i) {
-    d.in[i] = geo.in_size[i];
-    d.out[i] = geo.out_size[i];
+    d.in[i] = geo.input[i];
+    d.out[i] = geo.output[i];
     d.k[i] = geo.kernel[i];
     d.s[i] = geo.stride[i];
     d.d[i] = geo.dilation[i];
@@ -304,6 +304,52 @@ __device__ __forceinline__ Gatherer SetUpColumns(const Dims& d, int64_t group, i
   return g;
 }
 
+// What a block of the product covers: its group, its chunk of patch rows [k_begin, k_end) and the first
+// output channel and column of its tile.
+struct Block {
+  int64_t group, chunk, k_begin, k_end, m0, j0;
+};
+
+__device__ __forceinline__ Block BlockOf(const Dims& d, const Split& split, int tile_rows, int tile_columns) {
+  Block block;
+  block.group = blockIdx.z % d.g;
+  block.chunk = blockIdx.z / d.g;
+  block.k_begin = block.chunk * split.rows;
+  block.k_end = min(d.fan_in, block.k_begin + split.rows);
+  block.m0 = static_cast<int64_t>(blockIdx.y) * tile_rows;
+  block.j0 = static_cast<int64_t>(blockIdx.x) * tile_columns;
+  return block;
+}
+
+// This thread's weights of the step at k0: patch element k0 + tid % kK of the tile rows tid / kK + r * stride.
+template <typename T, int kRows, int kK>
+__device__ __forceinline__ void FetchWeights(const Dims& d, const Block& block, const T* w_group, int64_t k0,
+                                             T (&wr)[kRows]) {
+  const int64_t i = k0 + threadIdx.x % kK;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t m = block.m0 + threadIdx.x / kK + r * (kThreads / kK);
+    wr[r] = T{};
+    if (m < d.mg && i < block.k_end) wr[r] = w_group[m * d.fan_in + i];
+  }
+}
+
+// This thread's raw patch values of the step (rows row0 + r * kRowStep of its column); returns the mask
+// of those that belong to the patch (Centre needs it when they are stored).
+template <typename T, int kRows, int kRowStep>
+__device__ __forceinline__ unsigned FetchPatch(const Dims& d, const Column& col, const Tap* taps, int row0,
+                                               const T* x, T (&xr)[kRows]) {
+  unsigned counted = 0;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t source = SourceIndex(d, col, taps[row0 + r * kRowStep]);
+    counted |= static_cast<unsigned>(source != kUncounted) << r;
+    xr[r] = T{};
+    if (source >= 0) xr[r] = x[source];
+  }
+  return counted;
+}
+
 // Float32: k steps of 16; each thread gathers one column's 16 rows and owns 8 output channels x 8 columns
 // (two runs of 4, so that a warp's shared-memory reads of the patch tile are conflict-free).
 constexpr int kFloatK = 16;
@@ -320,12 +366,9 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ BlockColumns<kTileN> columns;
   __shared__ Tap taps[kFloatK];
 
-  const int64_t group = blockIdx.z % d.g;
-  const int64_t chunk = blockIdx.z / d.g;
-  const int64_t k_begin = chunk * split.rows;
-  const int64_t k_end = min(d.fan_in, k_begin + split.rows);
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileM;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  const Block block = BlockOf(d, split, kTileM, kTileN);
+  const int64_t k_begin = block.k_begin, k_end = block.k_end, m0 = block.m0, j0 = block.j0;
+  const int64_t group = block.group, chunk = block.chunk;
   const int tid = threadIdx.x;
   const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
   const int w_k = tid % kFloatK;
@@ -335,21 +378,8 @@ __global__ void __launch_bounds__(kThreads)
   float xr[kXRows], wr[kWRows];
   unsigned counted = 0;  // bit r: xr[r] is part of the patch
   auto fetch = [&](int64_t k0) {
-#pragma unroll
-    for (int r = 0; r < kWRows; ++r) {
-      const int64_t m = m0 + w_m + r * (kThreads / kFloatK);
-      const int64_t i = k0 + w_k;
-      wr[r] = 0.0f;
-      if (m < d.mg && i < k_end) wr[r] = w_group[m * d.fan_in + i];
-    }
-    counted = 0;
-#pragma unroll
-    for (int r = 0; r < kXRows; ++r) {
-      const int64_t source = SourceIndex(d, gather.col, taps[r]);
-      counted |= static_cast<unsigned>(source != kUncounted) << r;
-      xr[r] = 0.0f;
-      if (source >= 0) xr[r] = x[source];
-    }
+    FetchWeights<float, kWRows, kFloatK>(d, block, w_group, k0, wr);
+    counted = FetchPatch<float, kXRows, 1>(d, gather.col, taps, 0, x, xr);
   };
 
   if (tid < kFloatK) taps[tid] = TapOf(d, k_begin + tid, k_end);
@@ -429,12 +459,9 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ BlockColumns<kTileN> columns;
   __shared__ Tap taps[kHalfK];
 
-  const int64_t group = blockIdx.z % d.g;
-  const int64_t chunk = blockIdx.z / d.g;
-  const int64_t k_begin = chunk * split.rows;
-  const int64_t k_end = min(d.fan_in, k_begin + split.rows);
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileM;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  const Block block = BlockOf(d, split, kTileM, kTileN);
+  const int64_t k_begin = block.k_begin, k_end = block.k_end, m0 = block.m0, j0 = block.j0;
+  const int64_t group = block.group, chunk = block.chunk;
   const int tid = threadIdx.x;
   const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
   const float rstd = gather.col.stat >= 0 ? stats[2 * PositionCount(d) + gather.col.stat] : 0.0f;
@@ -443,26 +470,12 @@ __global__ void __launch_bounds__(kThreads)
   const int w_k = tid % kHalfK;
   const int w_m = tid / kHalfK;
   const __half* w_group = w + group * d.mg * d.fan_in;
-  const __half zero = __float2half(0.0f);
 
   __half xr[kXRows], wr[kWRows];
   unsigned counted = 0;  // bit r: xr[r] is part of the patch
   auto fetch = [&](int64_t k0) {
-#pragma unroll
-    for (int r = 0; r < kWRows; ++r) {
-      const int64_t m = m0 + w_m + r * (kThreads / kHalfK);
-      const int64_t i = k0 + w_k;
-      wr[r] = zero;
-      if (m < d.mg && i < k_end) wr[r] = w_group[m * d.fan_in + i];
-    }
-    counted = 0;
-#pragma unroll
-    for (int r = 0; r < kXRows; ++r) {
-      const int64_t source = SourceIndex(d, gather.col, taps[x_row + r * (kThreads / kTileN)]);
-      counted |= static_cast<unsigned>(source != kUncounted) << r;
-      xr[r] = zero;
-      if (source >= 0) xr[r] = x[source];
-    }
+    FetchWeights<__half, kWRows, kHalfK>(d, block, w_group, k0, wr);
+    counted = FetchPatch<__half, kXRows, kThreads / kTileN>(d, gather.col, taps, x_row, x, xr);
   };
 
   if (tid < kHalfK) taps[tid] = TapOf(d, k_begin + tid, k_end);
@@ -588,9 +601,7 @@ dim3 GemmGrid(const Dims& d, const Split& split, bool half) {
               static_cast<unsigned>(CeilDiv(d.mg, kTileM)), static_cast<unsigned>(d.g * split.count));
 }
 
-bool Empty(const DeviceGeometry& geo) {
-  return geo.batch == 0 || geo.out_channels == 0 || geo.out_size[0] * geo.out_size[1] * geo.out_size[2] == 0;
-}
+bool Empty(const ConvGeometry& geo) { return geo.batch == 0 || geo.out_channels == 0 || geo.output_plane == 0; }
 
 // Scratch layout: location statistics (doubles), patch statistics (floats), split partial sums (floats).
 struct ScratchLayout {
@@ -610,7 +621,7 @@ ScratchLayout Carve(const Dims& d, void* scratch) {
 }
 
 template <typename T>
-cudaError_t Launch(const DeviceGeometry& geo, int multiprocessors, const T* x, const T* w, const T* b, T* y,
+cudaError_t Launch(const ConvGeometry& geo, int multiprocessors, const T* x, const T* w, const T* b, T* y,
                    void* scratch, cudaStream_t stream) {
   if (Empty(geo)) return cudaSuccess;
   if (LaunchLimitError(geo) != nullptr) return cudaErrorInvalidConfiguration;
@@ -636,7 +647,7 @@ cudaError_t Launch(const DeviceGeometry& geo, int multiprocessors, const T* x, c
 
 }  // namespace
 
-const char* LaunchLimitError(const DeviceGeometry& geo) {
+const char* LaunchLimitError(const ConvGeometry& geo) {
   const Dims d = MakeDims(geo);
   constexpr int64_t kMaxCoordinate = int64_t{1} << 30;  // window coordinates and their sums stay 32-bit
   for (int i = 0; i < 3; ++i) {
@@ -656,7 +667,7 @@ const char* LaunchLimitError(const DeviceGeometry& geo) {
   return nullptr;
 }
 
-size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors, bool half) {
+size_t ScratchBytes(const ConvGeometry& geo, int multiprocessors, bool half) {
   if (Empty(geo)) return 0;
   const Dims d = MakeDims(geo);
   const int64_t floats = StatsFloats(d) + PartialFloats(d, PlanSplit(d, multiprocessors, half));
@@ -664,12 +675,12 @@ size_t ScratchBytes(const DeviceGeometry& geo, int multiprocessors, bool half) {
                              floats * static_cast<int64_t>(sizeof(float)));
 }
 
-cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const float* x, const float* w,
+cudaError_t LaunchNormalizedConv(const ConvGeometry& geo, int multiprocessors, const float* x, const float* w,
                                  const float* b, float* y, void* scratch, cudaStream_t stream) {
   return Launch<float>(geo, multiprocessors, x, w, b, y, scratch, stream);
 }
 
-cudaError_t LaunchNormalizedConv(const DeviceGeometry& geo, int multiprocessors, const void* x_half,
+cudaError_t LaunchNormalizedConv(const ConvGeometry& geo, int multiprocessors, const void* x_half,
                                  const void* w_half, const void* b_half, void* y_half, void* scratch,
                                  cudaStream_t stream) {
   return Launch<__half>(geo, multiprocessors, static_cast<const __half*>(x_half), static_cast<const __half*>(w_half),

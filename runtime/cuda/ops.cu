@@ -71,26 +71,6 @@ Device DeviceOfInput(const OrtApi& api, OrtKernelContext* context) {
   return device;
 }
 
-DeviceGeometry ToDevice(const ConvGeometry& geo) {
-  DeviceGeometry d;
-  d.batch = geo.batch;
-  d.in_channels = geo.in_channels;
-  d.out_channels = geo.out_channels;
-  d.groups = geo.group;
-  for (int i = 0; i < kMaxSpatialDims; ++i) {
-    d.in_size[i] = geo.input[i];
-    d.out_size[i] = geo.output[i];
-    d.kernel[i] = geo.kernel[i];
-    d.stride[i] = geo.stride[i];
-    d.dilation[i] = geo.dilation[i];
-    d.pad_begin[i] = geo.pad_begin[i];
-  }
-  d.epsilon = geo.epsilon;
-  d.center = geo.center;
-  d.scale = geo.scale;
-  return d;
-}
-
 class CudaKernel {
  public:
   static constexpr const char* kProvider = "CUDAExecutionProvider";
@@ -101,33 +81,25 @@ class CudaKernel {
   const std::string& node_name() const { return node_name_; }
 
   void Compute(OrtKernelContext* context) const {
-    TensorInfo x, w, b;
-    GetInput(api_, context, 0, &x);
-    GetInput(api_, context, 1, &w);
-    const bool has_bias = GetInput(api_, context, 2, &b);
-    CheckType("X", x, type_);
-    CheckType("W", w, type_);
-    if (has_bias) CheckType("B", b, type_);
-    const ConvGeometry geo = ResolveGeometry(attributes_, x.shape, w.shape, has_bias ? &b.shape : nullptr);
-    void* y = GetOutput(api_, context, 0, geo.OutputShape());
+    const ConvCall call = ReadCall(api_, context, attributes_, type_);
+    void* y = GetOutput(api_, context, 0, call.geometry.OutputShape());
     if (y == nullptr) return;  // an empty output (N = 0 or M = 0) has nothing to compute
-    const DeviceGeometry device = ToDevice(geo);
-    if (const char* error = LaunchLimitError(device)) throw InvalidArgument(error);
+    if (const char* error = LaunchLimitError(call.geometry)) throw InvalidArgument(error);
 
     void* stream = nullptr;
     ThrowOnError(api_, api_.KernelContext_GetGPUComputeStream(context, &stream));
     const Device gpu = DeviceOfInput(api_, context);
     const bool half = type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-    ScratchBuffer scratch(api_, context, gpu.memory, ScratchBytes(device, gpu.multiprocessors, half));
-    const void* bias = has_bias ? b.data : nullptr;
+    ScratchBuffer scratch(api_, context, gpu.memory, ScratchBytes(call.geometry, gpu.multiprocessors, half));
+    const void* bias = call.has_bias ? call.b.data : nullptr;
     cudaError_t status;
     if (type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-      status = LaunchNormalizedConv(device, gpu.multiprocessors, static_cast<const float*>(x.data),
-                                    static_cast<const float*>(w.data), static_cast<const float*>(bias),
+      status = LaunchNormalizedConv(call.geometry, gpu.multiprocessors, static_cast<const float*>(call.x.data),
+                                    static_cast<const float*>(call.w.data), static_cast<const float*>(bias),
                                     static_cast<float*>(y), scratch.data(), static_cast<cudaStream_t>(stream));
     } else {
-      status = LaunchNormalizedConv(device, gpu.multiprocessors, x.data, w.data, bias, y, scratch.data(),
-                                    static_cast<cudaStream_t>(stream));
+      status = LaunchNormalizedConv(call.geometry, gpu.multiprocessors, call.x.data, call.w.data, bias, y,
+                                    scratch.data(), static_cast<cudaStream_t>(stream));
     }
     if (status != cudaSuccess) {
       throw std::runtime_error(std::string("CUDA kernel launch failed: ") + cudaGetErrorString(status));
