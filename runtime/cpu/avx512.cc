@@ -22,6 +22,7 @@
 
 #include "aligned_buffer.h"
 #include "backends.h"
+#include "location_strip.h"
 #include "strip.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -42,7 +43,6 @@ namespace avx512 {
 constexpr int64_t kLanes = 16;
 constexpr int kVectors = 3;
 constexpr int64_t kStrip = kLanes * kVectors;
-constexpr int64_t kStatsChunk = 1024;  // input locations per prepare task
 constexpr int64_t kBlockRows = 128;    // patch rows per strip block: 24 KiB, half of L1
 constexpr int64_t kPanelFloats = kPanelRows * kStrip;
 static_assert(kStrip <= kMaxStripColumns, "StripMap holds at most kMaxStripColumns columns");
@@ -87,19 +87,7 @@ Scratch& ThreadScratch() {
 }
 
 inline __mmask16 LaneMask(int64_t begin, int64_t end, int64_t vector) {
-  // Lanes of `vector` whose strip column lies in [begin, end).
-  const int64_t lo = std::max<int64_t>(begin - vector * kLanes, 0);
-  const int64_t hi = std::min<int64_t>(end - vector * kLanes, kLanes);
-  if (hi <= lo) return 0;
-  const uint32_t bits = ((1u << (hi - lo)) - 1u) << lo;
-  return static_cast<__mmask16>(bits);
-}
-
-template <typename T>
-inline T* At(T* base, int64_t offset) {
-  // Masked accesses may start before the tensor (their masked-off lanes are never touched); integer
-  // arithmetic keeps forming that address defined.
-  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(offset) * sizeof(T));
+  return static_cast<__mmask16>(LaneBits<kLanes>(begin, end, vector));
 }
 
 inline __m512 LoadMasked(__m512 old, __mmask16 mask, const float* p) { return _mm512_mask_loadu_ps(old, mask, p); }
@@ -147,35 +135,19 @@ inline __m512 Gather(const Half* base, __m512i index, __mmask16 mask) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
-inline void KernelOffset(const Spatial3& s, int64_t kk, int64_t (&k)[3]) {
-  k[2] = kk % s.kernel[2];
-  k[1] = (kk / s.kernel[2]) % s.kernel[1];
-  k[0] = kk / (s.kernel[2] * s.kernel[1]);
-}
-
 // Load ops of every kernel offset for a strip whose last stride is 1.
 void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
-  const int64_t x_image = g.in_channels * g.input_plane;
-  const int64_t stats_image = g.group * 3 * g.input_plane;
   sc.loads.clear();
   sc.load_begin.assign(static_cast<size_t>(g.kernel_size * kVectors + 1), 0);
+  RowSpan spans[kMaxStripColumns];
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    int64_t k[3];
-    KernelOffset(s, kk, k);
+    const int count = RowSpans(g, s, map, kk, spans);
     for (int v = 0; v < kVectors; ++v) {
       sc.load_begin[static_cast<size_t>(kk * kVectors + v)] = static_cast<int32_t>(sc.loads.size());
-      for (int r = 0; r < map.runs; ++r) {
-        const Run& run = map.run[r];
-        const int64_t i0 = run.row0 * s.stride[0] - s.pad[0] + k[0] * s.dilation[0];
-        const int64_t i1 = run.row1 * s.stride[1] - s.pad[1] + k[1] * s.dilation[1];
-        if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
-        const int64_t first = run.first - s.pad[2] + k[2] * s.dilation[2];  // input index of column run.begin
-        const int64_t lo = std::max<int64_t>(0, -first);
-        const int64_t hi = std::min<int64_t>(run.length, s.input[2] - first);
-        const __mmask16 mask = LaneMask(run.begin + lo, run.begin + hi, v);
+      for (int r = 0; r < count; ++r) {
+        const __mmask16 mask = LaneMask(spans[r].begin, spans[r].end, v);
         if (!mask) continue;
-        const int64_t spatial = (i0 * s.input[1] + i1) * s.input[2] + first - run.begin + v * kLanes;
-        sc.loads.push_back(LoadOp{run.image * x_image + spatial, run.image * stats_image + spatial, mask});
+        sc.loads.push_back(LoadOp{spans[r].x_offset + v * kLanes, spans[r].stats_offset + v * kLanes, mask});
       }
     }
   }
@@ -199,35 +171,15 @@ void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, S
   }
 }
 
-// Per-lane offsets of every kernel offset for a strip with a last stride > 1 (offsets fit int32: Accepts).
+// Per-lane offsets of every kernel offset for a strip with a last stride > 1 (offsets fit int32:
+// GathersAccepted).
 void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
-  const int64_t x_image = g.in_channels * g.input_plane;
-  const int64_t stats_image = g.group * 3 * g.input_plane;
   const size_t entries = static_cast<size_t>(g.kernel_size * kStrip);
   int32_t* x_index = sc.x_index.Reserve(entries);
   int32_t* stats_index = sc.stats_index.Reserve(entries);
   sc.gather_mask.assign(static_cast<size_t>(g.kernel_size * kVectors), 0);
-  std::fill(x_index, x_index + entries, 0);
-  std::fill(stats_index, stats_index + entries, 0);
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    int64_t k[3];
-    KernelOffset(s, kk, k);
-    uint64_t valid = 0;  // bit j: strip column j reads an input element
-    for (int r = 0; r < map.runs; ++r) {
-      const Run& run = map.run[r];
-      const int64_t i0 = run.row0 * s.stride[0] - s.pad[0] + k[0] * s.dilation[0];
-      const int64_t i1 = run.row1 * s.stride[1] - s.pad[1] + k[1] * s.dilation[1];
-      if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
-      for (int64_t t = 0; t < run.length; ++t) {
-        const int64_t i2 = (run.first + t) * s.stride[2] - s.pad[2] + k[2] * s.dilation[2];
-        if (i2 < 0 || i2 >= s.input[2]) continue;
-        const int64_t spatial = (i0 * s.input[1] + i1) * s.input[2] + i2;
-        const int64_t j = run.begin + t;
-        x_index[kk * kStrip + j] = static_cast<int32_t>(run.image * x_image + spatial);
-        stats_index[kk * kStrip + j] = static_cast<int32_t>(run.image * stats_image + spatial);
-        valid |= uint64_t{1} << j;
-      }
-    }
+    const uint64_t valid = ColumnOffsets(g, s, map, kk, kStrip, x_index + kk * kStrip, stats_index + kk * kStrip);
     for (int v = 0; v < kVectors; ++v) {
       sc.gather_mask[static_cast<size_t>(kk * kVectors + v)] = static_cast<uint16_t>(valid >> (v * kLanes));
     }
@@ -399,19 +351,15 @@ template <typename T>
 void Prepare(const Job<T, float>& job, int64_t task) {
   const ConvGeometry& g = *job.geometry;
   const int64_t plane = g.input_plane;
-  const int64_t chunks = (plane + kStatsChunk - 1) / kStatsChunk;
-  const int64_t chunk = task % chunks;
-  const int64_t image_group = task / chunks;  // n * group + g
-  const int64_t n = image_group / g.group;
-  const int64_t grp = image_group % g.group;
+  const StatsChunk chunk = LocateStatsChunk(g, task);
   const int64_t cg = g.group_in_channels;
-  const T* x = job.x + (n * g.in_channels + grp * cg) * plane;
-  float* m_out = job.location_stats + image_group * 3 * plane;
+  const T* x = job.x + chunk.x_offset;
+  float* m_out = job.location_stats + chunk.stats_offset;
   float* s_out = m_out + plane;
   float* q_out = s_out + plane;
   const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(cg));
-  const int64_t end = std::min(plane, (chunk + 1) * kStatsChunk);
-  for (int64_t l = chunk * kStatsChunk; l < end; l += kLanes) {
+  const int64_t end = chunk.end;
+  for (int64_t l = chunk.begin; l < end; l += kLanes) {
     const __mmask16 mask = LaneMask(l, end, l / kLanes);
     // Two accumulators per pass: independent chains of adds.
     __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
@@ -543,27 +491,13 @@ void RunHalf(const Job<Half, float>& job, int64_t task) { RunTask(job, task); }
 #endif
 
 namespace ncnn_onnx::cpu {
-namespace avx512 {
-
-// Strided rows gather with 32-bit offsets from image 0 of the group, into X and the location statistics.
-bool Accepts(const ConvGeometry& g) {
-  const int64_t stats = g.batch * g.group * 3 * g.input_plane;
-  const int64_t x = g.batch * g.in_channels * g.input_plane;
-  return g.stride[g.ndim - 1] == 1 || std::max(stats, x) <= INT32_MAX;
-}
-
-int64_t PrepareTasks(const ConvGeometry& g) {
-  return g.batch * g.group * ((g.input_plane + kStatsChunk - 1) / kStatsChunk);
-}
-
-}  // namespace avx512
 
 Backend Avx512Backend() {
   Backend b = PortableBackend();  // float64 stays portable: it is for reference use
   b.isa = Isa::kAvx512;
   b.name = "avx512";
-  b.f32 = {avx512::kStrip, &avx512::RunFloat, &avx512::Accepts, &avx512::PrepareTasks, &avx512::PrepareFloat};
-  b.f16 = {avx512::kStrip, &avx512::RunHalf, &avx512::Accepts, &avx512::PrepareTasks, &avx512::PrepareHalf};
+  b.f32 = LocationStatsRoutine<float>(avx512::kStrip, &avx512::RunFloat, &avx512::PrepareFloat);
+  b.f16 = LocationStatsRoutine<Half>(avx512::kStrip, &avx512::RunHalf, &avx512::PrepareHalf);
   return b;
 }
 

@@ -1,7 +1,7 @@
-// The portable backend compiled for AVX2 + FMA, for x86-64 CPUs without AVX-512. Only the code inside the
-// target region uses the wider instructions: functions it shares with the rest of the library (headers,
-// the standard library) are compiled before the region for the baseline ISA, so the linker can never pick
-// an AVX2 copy for code that runs on any CPU.
+// The portable backend compiled for AVX2 + FMA: the AVX2 backend's float64 kernels (avx2.cc has the float32
+// and float16 ones). Only the code inside the target region uses the wider instructions: functions it
+// shares with the rest of the library (headers, the standard library) are compiled before the region for
+// the baseline ISA, so the linker can never pick an AVX2 copy for code that runs on any CPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -34,10 +34,10 @@ namespace portable_avx2 {
 
 namespace ncnn_onnx::cpu {
 
-Backend Avx2Backend() {
+Backend PortableAvx2Backend() {
   Backend b;
   b.isa = Isa::kAvx2;
-  b.name = "avx2";
+  b.name = "portable-avx2";
   b.f32 = {portable_avx2::kStrip, &portable_avx2::RunFloat};
   b.f16 = {portable_avx2::kStrip, &portable_avx2::RunHalf};
   b.f64 = {portable_avx2::kStrip, &portable_avx2::RunDouble};
@@ -49,7 +49,7 @@ Backend Avx2Backend() {
 #else
 
 namespace ncnn_onnx::cpu {
-Backend Avx2Backend() { return PortableBackend(); }
+Backend PortableAvx2Backend() { return PortableBackend(); }
 }  // namespace ncnn_onnx::cpu
 
 #endif
