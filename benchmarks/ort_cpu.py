@@ -106,7 +106,7 @@ def cpu_backend() -> str:
     if cap not in ("portable", "avx2") and avx512:
         name = "avx512"
     elif cap != "portable" and avx2:
-        name = "avx2 (the portable kernels compiled for AVX2+FMA)"
+        name = "avx2"
     else:
         name = "portable"
     return f"{name}; CPU has avx2={avx2} avx512={avx512}, NCNN_ONNX_CPU_ISA={cap or 'unset'}"
