@@ -525,20 +525,14 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   const int64_t panel_count = std::min(plan.chunk_panels, plan.panels);
   float* partial = sc.partial.Reserve(static_cast<size_t>(std::max<int64_t>(panel_count, 1) * kPanelFloats));
   StripMap map;
-  // The plan fixes how many tiles there are; their columns are spread evenly in whole vectors, and a
-  // tile's over its strips, so no strip is left with a sliver: every strip sweeps all weight panels of
-  // the chunk, and one with a vector or two is bound by the weights' bandwidth, not by its FMAs.
-  const int64_t all_vectors = (plan.columns + kLanes - 1) / kLanes;
-  const int64_t tile_first = t.tile * all_vectors / plan.tiles;
-  const int64_t tile_vectors = (t.tile + 1) * all_vectors / plan.tiles - tile_first;
-  const int64_t strips = (tile_vectors + kVectors - 1) / kVectors;
+  const TileStrips tile = SpreadTile(plan, t.tile, kLanes, kVectors);
   const int64_t panel_begin = t.chunk * plan.chunk_panels;
   const int64_t panel_end = std::min(panel_begin + plan.chunk_panels, plan.panels);
-  for (int64_t strip_index = 0; strip_index < strips; ++strip_index) {
-    const int64_t strip_first = tile_first + strip_index * tile_vectors / strips;
-    const int vectors = static_cast<int>(tile_first + (strip_index + 1) * tile_vectors / strips - strip_first);
-    const int64_t first = strip_first * kLanes;
-    const int64_t width = std::min(vectors * kLanes, plan.columns - first);
+  for (int64_t strip_index = 0; strip_index < tile.strips; ++strip_index) {
+    const StripSpan span = StripOf(plan, tile, strip_index, kLanes);
+    const int vectors = span.vectors;
+    const int64_t first = span.first;
+    const int64_t width = span.width;
     MapStrip(g, s, first, width, &map);
     ColumnStats st;
     if constexpr (S != 0) {
@@ -567,10 +561,7 @@ void RunTask(const Job<T, float>& job, int64_t task) {
         stores[v][store_count[v]++] = StoreOp{MaskOf(bits), seg.y_offset - seg.begin + v * kLanes, bits == 0xffu};
       }
     }
-    // Where the columns after this strip go in Y (usually the next strip's, in this task): every output
-    // channel is a store stream of its own, more than the hardware prefetcher follows.
-    const Segment& tail = map.segment[map.segments - 1];
-    const int64_t y_ahead = tail.y_offset + (tail.end - tail.begin);
+    const int64_t y_ahead = YAhead(map);
     // Blocks of channels small enough to stay in L1 while every weight panel of the chunk multiplies them;
     // partial sums wait in `partial` between blocks.
     for (int64_t c_begin = 0; c_begin < g.group_in_channels; c_begin += block_channels) {
@@ -584,14 +575,7 @@ void RunTask(const Job<T, float>& job, int64_t task) {
         const float* a = job.panels + ((t.group * plan.panels + panel) * fan_in + row_begin) * kPanelRows;
         const int channels = static_cast<int>(std::min(kPanelRows, per_group - panel * kPanelRows));
         float* acc = partial + (panel - panel_begin) * kPanelFloats;
-        // The rows the next call needs (the next panel's, or the first panel's of the next block) stream in
-        // from L2 or L3 while this panel computes: large layers' weights do not fit L2.
-        const float* next = a;
-        if (panel + 1 < panel_end) {
-          next = a + fan_in * kPanelRows;
-        } else if (!last_block) {
-          next = job.panels + ((t.group * plan.panels + panel_begin) * fan_in + row_begin + rows) * kPanelRows;
-        }
+        const float* next = NextPanelRows(job, t, panel, panel_begin, panel_end, row_begin, rows, last_block, a);
         for (int v0 = 0; v0 < vectors; v0 += kHalfVectors) {
           Multiply(channels, std::min(vectors - v0, kHalfVectors), rows, a, strip + (v0 / kHalfVectors) * half_stride,
                    !first_block, acc + v0 * kLanes, next);

@@ -10,10 +10,12 @@
 // once, already centred on mu'; the exact residual mean r = mean(v - mu') enters the epilogue as
 // y = (W.(v - mu') - r sum(W)) * rstd + b.
 //
-// A strip is 48 columns = 3 vectors of 16 output positions. Along the last spatial dim a run of positions
-// reads contiguous input (stride 1), so each row is a few masked loads whose masks also produce the zero
-// padding; other strides gather. The micro-kernel multiplies 8 output channels by the 48 columns with 24
-// accumulators; the epilogue stores straight to Y.
+// A strip is up to 48 columns = 3 vectors of 16 output positions; a task's columns are spread evenly over
+// its strips in whole vectors (location_strip.h). Along the last spatial dim a run of positions reads
+// contiguous input (stride 1), so each row is a few masked loads whose masks also produce the zero
+// padding; other strides gather. The micro-kernel multiplies 8 output channels by up to 48 columns with
+// 24 accumulators; the epilogue stores straight to Y. The next weight panel's rows are prefetched a call
+// ahead, since large layers' weights live in L3.
 //
 // Everything that uses AVX-512 sits in a target region; headers are included before it (see portable_avx2.cc).
 #include <algorithm>
@@ -193,9 +195,10 @@ struct ColumnStats {
 };
 
 // The columns' statistics from the location statistics; `row(which, kk, v)` loads m (0), s (1) or q (2)
-// of kernel offset kk for vector v, zero where the patch reads padding.
+// of kernel offset kk for vector v, zero where the patch reads padding. Vectors past `vectors` are not
+// read; their statistics are those of all-zero sums, never used.
 template <typename RowLoader>
-ColumnStats Statistics(const ConvGeometry& g, const RowLoader& row) {
+ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row) {
   const float cg = static_cast<float>(g.group_in_channels);
   const __m512 vcg = _mm512_set1_ps(cg);
   const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(g.fan_in));
@@ -203,13 +206,13 @@ ColumnStats Statistics(const ConvGeometry& g, const RowLoader& row) {
   __m512 total[kVectors], residual[kVectors], squares[kVectors];
   for (int v = 0; v < kVectors; ++v) total[v] = residual[v] = squares[v] = _mm512_setzero_ps();
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    for (int v = 0; v < kVectors; ++v) {
+    for (int v = 0; v < vectors; ++v) {
       total[v] = _mm512_add_ps(total[v], _mm512_fmadd_ps(vcg, row(0, kk, v), row(1, kk, v)));
     }
   }
   for (int v = 0; v < kVectors; ++v) st.mean[v] = _mm512_mul_ps(total[v], inv);
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    for (int v = 0; v < kVectors; ++v) {
+    for (int v = 0; v < vectors; ++v) {
       const __m512 t = _mm512_sub_ps(row(0, kk, v), st.mean[v]);
       const __m512 s = row(1, kk, v);
       residual[v] = _mm512_add_ps(residual[v], _mm512_fmadd_ps(vcg, t, s));
@@ -231,23 +234,34 @@ ColumnStats Statistics(const ConvGeometry& g, const RowLoader& row) {
   return st;
 }
 
+// Even tiling leaves many strips one or two vectors short: the vectors past the strip are neither
+// loaded nor written, since the micro-kernel never reads them.
+template <int NV, typename T>
+void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, const ColumnStats& st, int64_t c_begin,
+                int64_t c_end, float* row) {
+  const LoadPair* pairs = sc.pairs.data();
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const T* xc = x_group + c * g.input_plane;
+    const LoadPair* p = pairs;
+    for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip, p += kVectors) {
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(LoadX(xc, p[v]), st.mean[v]));
+    }
+  }
+}
+
 // Writes rows [c_begin * kernel_size, c_end * kernel_size) of the strip's im2col block (row i = c *
-// kernel_size + kk), centred on st.mean, to `block`.
+// kernel_size + kk), centred on st.mean, to `block`; of each row only the strip's vectors.
 template <typename T>
 void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scratch& sc, const ColumnStats& st,
-               int64_t c_begin, int64_t c_end, float* block) {
+               int64_t c_begin, int64_t c_end, int vectors, float* block) {
   const int64_t plane = g.input_plane;
   float* row = block;
   if (!gather && sc.paired) {
-    const LoadPair* pairs = sc.pairs.data();
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      const T* xc = x_group + c * plane;
-      const LoadPair* p = pairs;
-      for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip, p += kVectors) {
-        _mm512_store_ps(row, _mm512_sub_ps(LoadX(xc, p[0]), st.mean[0]));
-        _mm512_store_ps(row + kLanes, _mm512_sub_ps(LoadX(xc, p[1]), st.mean[1]));
-        _mm512_store_ps(row + 2 * kLanes, _mm512_sub_ps(LoadX(xc, p[2]), st.mean[2]));
-      }
+    switch (vectors) {
+      case 1: PackPaired<1>(x_group, g, sc, st, c_begin, c_end, block); break;
+      case 2: PackPaired<2>(x_group, g, sc, st, c_begin, c_end, block); break;
+      default: PackPaired<3>(x_group, g, sc, st, c_begin, c_end, block); break;
     }
   } else if (!gather) {
     const LoadOp* ops = sc.loads.data();
@@ -256,7 +270,7 @@ void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scrat
       const T* xc = x_group + c * plane;
       for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
         const int32_t* b = begin + kk * kVectors;
-        for (int v = 0; v < kVectors; ++v) {
+        for (int v = 0; v < vectors; ++v) {
           const __m512 value = LoadX(xc, ops + b[v], ops + b[v + 1]);
           _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(value, st.mean[v]));
         }
@@ -266,7 +280,7 @@ void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scrat
     for (int64_t c = c_begin; c < c_end; ++c) {
       const T* xc = x_group + c * plane;
       for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
-        for (int v = 0; v < kVectors; ++v) {
+        for (int v = 0; v < vectors; ++v) {
           const __m512i index = _mm512_loadu_si512(sc.x_index.data() + kk * kStrip + v * kLanes);
           const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
           _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(Gather(xc, index, mask), st.mean[v]));
@@ -280,7 +294,7 @@ void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scrat
 // sums of earlier row blocks when `accumulate`.
 template <int MR, int NV>
 inline void MicroKernel(int64_t rows, const float* __restrict a, const float* __restrict b, bool accumulate,
-                        __m512 (&acc)[kPanelRows][kVectors]) {
+                        __m512 (&acc)[kPanelRows][kVectors], const float* next) {
   __m512 c[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
@@ -292,6 +306,7 @@ inline void MicroKernel(int64_t rows, const float* __restrict a, const float* __
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + k * kStrip + v * kLanes);
     const float* ak = a + k * kPanelRows;
+    _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelRows), _MM_HINT_T0);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m512 am = _mm512_set1_ps(ak[m]);
@@ -307,26 +322,27 @@ inline void MicroKernel(int64_t rows, const float* __restrict a, const float* __
 
 template <int MR>
 void MicroKernelColumns(int vectors, int64_t rows, const float* a, const float* b, bool accumulate,
-                        __m512 (&acc)[kPanelRows][kVectors]) {
+                        __m512 (&acc)[kPanelRows][kVectors], const float* next) {
   switch (vectors) {
-    case 1: MicroKernel<MR, 1>(rows, a, b, accumulate, acc); break;
-    case 2: MicroKernel<MR, 2>(rows, a, b, accumulate, acc); break;
-    default: MicroKernel<MR, 3>(rows, a, b, accumulate, acc); break;
+    case 1: MicroKernel<MR, 1>(rows, a, b, accumulate, acc, next); break;
+    case 2: MicroKernel<MR, 2>(rows, a, b, accumulate, acc, next); break;
+    default: MicroKernel<MR, 3>(rows, a, b, accumulate, acc, next); break;
   }
 }
 
-// channels: output channels of the panel (1..8); vectors: strip vectors (1..3); rows: patch rows (k).
+// channels: output channels of the panel (1..8); vectors: strip vectors (1..3); rows: patch rows (k);
+// next: the weight rows to prefetch, one per patch row.
 void Multiply(int channels, int vectors, int64_t rows, const float* a, const float* b, bool accumulate,
-              __m512 (&acc)[kPanelRows][kVectors]) {
+              __m512 (&acc)[kPanelRows][kVectors], const float* next) {
   switch (channels) {
-    case 1: MicroKernelColumns<1>(vectors, rows, a, b, accumulate, acc); break;
-    case 2: MicroKernelColumns<2>(vectors, rows, a, b, accumulate, acc); break;
-    case 3: MicroKernelColumns<3>(vectors, rows, a, b, accumulate, acc); break;
-    case 4: MicroKernelColumns<4>(vectors, rows, a, b, accumulate, acc); break;
-    case 5: MicroKernelColumns<5>(vectors, rows, a, b, accumulate, acc); break;
-    case 6: MicroKernelColumns<6>(vectors, rows, a, b, accumulate, acc); break;
-    case 7: MicroKernelColumns<7>(vectors, rows, a, b, accumulate, acc); break;
-    default: MicroKernelColumns<8>(vectors, rows, a, b, accumulate, acc); break;
+    case 1: MicroKernelColumns<1>(vectors, rows, a, b, accumulate, acc, next); break;
+    case 2: MicroKernelColumns<2>(vectors, rows, a, b, accumulate, acc, next); break;
+    case 3: MicroKernelColumns<3>(vectors, rows, a, b, accumulate, acc, next); break;
+    case 4: MicroKernelColumns<4>(vectors, rows, a, b, accumulate, acc, next); break;
+    case 5: MicroKernelColumns<5>(vectors, rows, a, b, accumulate, acc, next); break;
+    case 6: MicroKernelColumns<6>(vectors, rows, a, b, accumulate, acc, next); break;
+    case 7: MicroKernelColumns<7>(vectors, rows, a, b, accumulate, acc, next); break;
+    default: MicroKernelColumns<8>(vectors, rows, a, b, accumulate, acc, next); break;
   }
 }
 
@@ -402,14 +418,13 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   const int64_t panel_count = std::min(plan.chunk_panels, plan.panels);
   float* partial = sc.partial.Reserve(static_cast<size_t>(std::max<int64_t>(panel_count, 1) * kPanelFloats));
   StripMap map;
-  const int64_t tile_begin = t.tile * plan.tile_columns;
-  const int64_t tile_end = std::min(tile_begin + plan.tile_columns, plan.columns);
+  const TileStrips tile = SpreadTile(plan, t.tile, kLanes, kVectors);
   const int64_t panel_begin = t.chunk * plan.chunk_panels;
   const int64_t panel_end = std::min(panel_begin + plan.chunk_panels, plan.panels);
-  for (int64_t first = tile_begin; first < tile_end; first += kStrip) {
-    const int64_t width = std::min(kStrip, tile_end - first);
-    const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
-    MapStrip(g, s, first, width, &map);
+  for (int64_t strip_index = 0; strip_index < tile.strips; ++strip_index) {
+    const StripSpan span = StripOf(plan, tile, strip_index, kLanes);
+    const int vectors = span.vectors;
+    MapStrip(g, s, span.first, span.width, &map);
     ColumnStats st;
     if (!gather) {
       BuildLoads(g, s, map, sc);
@@ -417,23 +432,24 @@ void RunTask(const Job<T, float>& job, int64_t task) {
       const int32_t* begin = sc.load_begin.data();
       if (sc.paired) {
         const LoadPair* pairs = sc.pairs.data();
-        st = Statistics(g, [&](int which, int64_t kk, int v) {
+        st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
           return LoadStats(stats_group + which * plane, pairs[kk * kVectors + v]);
         });
       } else {
-        st = Statistics(g, [&](int which, int64_t kk, int v) {
+        st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
           const int32_t* b = begin + kk * kVectors + v;
           return LoadStats(stats_group + which * plane, ops + b[0], ops + b[1]);
         });
       }
     } else {
       BuildGathers(g, s, map, sc);
-      st = Statistics(g, [&](int which, int64_t kk, int v) {
+      st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
         const __m512i index = _mm512_loadu_si512(sc.stats_index.data() + kk * kStrip + v * kLanes);
         const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
         return Gather(stats_group + which * plane, index, mask);
       });
     }
+    const int64_t y_ahead = YAhead(map);
     StoreOp stores[kVectors][kMaxStripColumns];
     int store_count[kVectors] = {0, 0, 0};
     for (int sg = 0; sg < map.segments; ++sg) {
@@ -451,18 +467,21 @@ void RunTask(const Job<T, float>& job, int64_t task) {
       const int64_t rows = (c_end - c_begin) * g.kernel_size;
       const bool first_block = c_begin == 0;
       const bool last_block = c_end == g.group_in_channels;
-      PackBlock(x_group, g, gather, sc, st, c_begin, c_end, strip);
+      PackBlock(x_group, g, gather, sc, st, c_begin, c_end, vectors, strip);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const float* a = job.panels + ((t.group * plan.panels + panel) * fan_in + row_begin) * kPanelRows;
         const int channels = static_cast<int>(std::min(kPanelRows, per_group - panel * kPanelRows));
         auto& acc = *reinterpret_cast<__m512(*)[kPanelRows][kVectors]>(partial + (panel - panel_begin) * kPanelFloats);
-        Multiply(channels, vectors, rows, a, strip, !first_block, acc);
+        const float* next = NextPanelRows(job, t, panel, panel_begin, panel_end, row_begin, rows, last_block, a);
+        Multiply(channels, vectors, rows, a, strip, !first_block, acc, next);
         if (!last_block) continue;
         for (int m = 0; m < channels; ++m) {
           const int64_t channel = t.group * per_group + panel * kPanelRows + m;
           const __m512 w_sum = _mm512_set1_ps(job.weight_sums[channel]);
           const __m512 bias = _mm512_set1_ps(job.bias != nullptr ? job.bias[channel] : 0.0f);
           T* y_channel = job.y + channel * out_plane;
+          const char* ahead = reinterpret_cast<const char*>(At(y_channel, y_ahead));
+          for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m512 centred = _mm512_fnmadd_ps(st.correction[v], w_sum, acc[m][v]);
             const __m512 out = _mm512_fmadd_ps(centred, st.rstd[v], bias);

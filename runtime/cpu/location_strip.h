@@ -133,6 +133,60 @@ Routine<T, float> LocationStatsRoutine(int64_t strip_columns, void (*run)(const 
   return {strip_columns, run, &GathersAccepted, &LocationStatsTasks, prepare};
 }
 
+// The plan fixes how many tiles there are; their columns are spread evenly in whole vectors, and a tile's
+// over its strips, so no strip is left with a sliver: every strip sweeps all weight panels of the chunk,
+// and one with a vector or two is bound by the weights' bandwidth, not by its FMAs.
+struct TileStrips {
+  int64_t first_vector;  // of the tile, counted over the group's columns
+  int64_t vectors;
+  int64_t strips;
+};
+
+inline TileStrips SpreadTile(const Plan& plan, int64_t tile, int64_t lanes, int64_t strip_vectors) {
+  const int64_t all_vectors = (plan.columns + lanes - 1) / lanes;
+  TileStrips t;
+  t.first_vector = tile * all_vectors / plan.tiles;
+  t.vectors = (tile + 1) * all_vectors / plan.tiles - t.first_vector;
+  t.strips = (t.vectors + strip_vectors - 1) / strip_vectors;
+  return t;
+}
+
+struct StripSpan {
+  int64_t first;  // column
+  int64_t width;  // columns: vectors * lanes, less in the group's last strip
+  int vectors;
+};
+
+inline StripSpan StripOf(const Plan& plan, const TileStrips& t, int64_t index, int64_t lanes) {
+  const int64_t first_vector = t.first_vector + index * t.vectors / t.strips;
+  const int64_t vectors = t.first_vector + (index + 1) * t.vectors / t.strips - first_vector;
+  StripSpan span;
+  span.first = first_vector * lanes;
+  span.width = std::min(vectors * lanes, plan.columns - span.first);
+  span.vectors = static_cast<int>(vectors);
+  return span;
+}
+
+// The weight rows the multiply after panel `panel`'s (rows [row_begin, row_begin + rows)) reads: the next
+// panel's, or the first panel's of the next block; `a` itself after the last. They stream in from L2 or L3
+// while this panel computes, since large layers' weights do not fit L2.
+template <typename T>
+inline const float* NextPanelRows(const Job<T, float>& job, const TaskIndex& t, int64_t panel, int64_t panel_begin,
+                                  int64_t panel_end, int64_t row_begin, int64_t rows, bool last_block,
+                                  const float* a) {
+  const int64_t fan_in = job.geometry->fan_in;
+  if (panel + 1 < panel_end) return a + fan_in * kPanelRows;
+  if (last_block) return a;
+  return job.panels + ((t.group * job.plan.panels + panel_begin) * fan_in + row_begin + rows) * kPanelRows;
+}
+
+// Where the columns after this strip go in Y, for output channel 0 (usually the next strip's, in this
+// task): every output channel is a store stream of its own, more than the hardware prefetcher follows.
+inline int64_t YAhead(const StripMap& map) {
+  const Segment& tail = map.segment[map.segments - 1];
+  return tail.y_offset + (tail.end - tail.begin);
+}
+
 // The input locations of prepare task `task` and where their channels and statistics maps start.
 struct StatsChunk {
   int64_t begin, end;    // input locations
