@@ -19,7 +19,9 @@
 // Blocks of patch rows keep the strip in L1 while every weight panel of the chunk passes over it; the
 // panels' rows are prefetched a call ahead, since large layers' weights live in L3.
 //
-// Everything that uses AVX2 sits in a target region; headers are included before it (see portable_avx2.cc).
+// Everything that uses AVX2 sits in a target region and headers are included before it: functions shared
+// with the rest of the library (headers, the standard library) are then compiled for the baseline ISA, so
+// the linker can never pick an AVX2 copy for code that runs on any CPU.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -625,7 +627,7 @@ void RunHalf(const Job<Half, float>& job, int64_t task) { Run(job, task); }
 namespace ncnn_onnx::cpu {
 
 Backend Avx2Backend() {
-  Backend b = PortableAvx2Backend();  // float64 stays on the portable kernels: it is for reference use
+  Backend b = PortableBackend();  // float64 stays portable: it is for reference use
   b.isa = Isa::kAvx2;
   b.name = "avx2";
   b.f32 = LocationStatsRoutine<float>(avx2::kStrip, &avx2::RunFloat, &avx2::PrepareFloat);

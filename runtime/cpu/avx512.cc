@@ -17,7 +17,7 @@
 // 24 accumulators; the epilogue stores straight to Y. The next weight panel's rows are prefetched a call
 // ahead, since large layers' weights live in L3.
 //
-// Everything that uses AVX-512 sits in a target region; headers are included before it (see portable_avx2.cc).
+// Everything that uses AVX-512 sits in a target region; headers are included before it (see avx2.cc).
 #include <algorithm>
 #include <cstdint>
 #include <vector>

@@ -32,7 +32,6 @@ struct Backend {
 
 // Defined by one file each; the AVX ones only on x86-64 (where the CPU may still lack them: see Supports).
 Backend PortableBackend();
-Backend PortableAvx2Backend();  // the portable kernels compiled for AVX2; Avx2Backend keeps its float64
 Backend Avx2Backend();
 Backend Avx512Backend();
 bool Supports(Isa isa);
