@@ -145,19 +145,22 @@ class PatchStatistics:
         return sum(t.numel() * t.element_size() for t in (self.m, self.patches, self.dev) if t is not None)
 
 
+def _grouped(x: Tensor, groups: int) -> Tensor:
+    """x as (N, G, cg, *spatial) in the statistics dtype."""
+    n, c = x.shape[:2]
+    return x.to(statistics_dtype(x.dtype)).reshape(n, groups, c // groups, *x.shape[2:])
+
+
 def centre_channels(x: Tensor, groups: int) -> tuple[Tensor, Tensor]:
     """Per group and location: channel mean m and channel-centred x (N, G, cg, *spatial), statistics dtype."""
-    n, c = x.shape[:2]
-    xg = x.to(statistics_dtype(x.dtype)).reshape(n, groups, c // groups, *x.shape[2:])
+    xg = _grouped(x, groups)
     m = xg.mean(2)
     return m, xg - m.unsqueeze(2)
 
 
 def _centred(x: Tensor, m: Tensor) -> Tensor:
-    """x - m (N, G, cg, *spatial) in the statistics dtype, for channel means m (N, G, *spatial)."""
-    n, c = x.shape[:2]
-    g = m.shape[1]
-    return x.to(statistics_dtype(x.dtype)).reshape(n, g, c // g, *x.shape[2:]) - m.unsqueeze(2)
+    """x - m (N, G, cg, *spatial) for channel means m (N, G, *spatial) taken earlier."""
+    return _grouped(x, m.shape[1]) - m.unsqueeze(2)
 
 
 def patch_statistics(
@@ -303,13 +306,12 @@ def backward(
             if xcg is None:
                 xcg = _centred(x, stats.m)
             conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
-            del xcg
             gw = conv_grads(s, conv_in, conv_pad, [False, True, False])[1]
             del conv_in
             w_patch = torch.bmm(s_b, patch_term.transpose(1, 2)).view(n, out_ch, n_k).sum(0)
             gw = gw.to(sdt).view(out_ch, cg, n_k).add_(w_patch.unsqueeze(1))
             grad_w = gw.view(weight.shape).to(weight.dtype)
-        xcg = None
+        xcg = None  # freed here, before the input gradient is allocated
         if need_x:
             shape_in, conv_pad = _conv_input(x, geo)
             gx = conv_grads(s, shape_in, conv_pad, [True, False, False])[0]
