@@ -23,6 +23,12 @@ class CliError(Exception):
     """An error the user can act on: printed as one line, no traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ncnn-onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -47,9 +53,9 @@ def main(argv=None) -> int:
     except Exception as exc:  # one clear line; the traceback only on request
         if args.debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if not isinstance(exc, CliError):  # unforeseen: the type says more than a bare message
-            message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        message = first_line(exc)
+        if not isinstance(exc, CliError) and str(exc).strip():  # unforeseen: the type says more too
+            message = f"{type(exc).__name__}: {message}"
         print(f"ncnn-onnx {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -24,7 +24,7 @@ def available(model_path: str) -> tuple[dict, dict]:
     """({label: session factory}, {label: why it is unavailable}) for this model and machine."""
     from ncnn_onnx import runtime
 
-    from . import CliError
+    from . import CliError, first_line
 
     if not os.path.isfile(model_path):
         raise CliError(f"model file not found: {model_path}")
@@ -38,7 +38,7 @@ def available(model_path: str) -> tuple[dict, dict]:
         library_ok = True
     except (FileNotFoundError, OSError) as exc:
         library_ok = False
-        missing[LIBRARY_CPU] = missing[LIBRARY_CUDA] = str(exc).splitlines()[0]
+        missing[LIBRARY_CPU] = missing[LIBRARY_CUDA] = first_line(exc)
     if library_ok:
         paths[LIBRARY_CPU] = lambda threads=None: runtime.InferenceSession(
             model_path, providers=["CPUExecutionProvider"], sess_options=_options(threads)

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from . import CliError
+    from . import CliError, first_line
     from .model_spec import load_model, parse_shape
 
     shape = parse_shape(args.input_shape)
@@ -36,8 +36,7 @@ def run(args) -> int:
             with torch.no_grad():
                 model(example)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CliError(f"{args.spec} does not run on an input of shape {shape}: {first}") from exc
+            raise CliError(f"{args.spec} does not run on an input of shape {shape}: {first_line(exc)}") from exc
         bar.update()
         bar.set_postfix_str("tracing and lowering")
         from ncnn_onnx.export import export

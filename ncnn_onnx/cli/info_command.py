@@ -22,6 +22,8 @@ def run(args) -> int:
     import ncnn_onnx
     from ncnn_onnx import runtime
 
+    from . import first_line
+
     print(f"ncnn_onnx       {ncnn_onnx.__version__}")
     for dist in ("onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "torch"):
         print(f"{dist:<16}{_version(dist)}")
@@ -31,5 +33,5 @@ def run(args) -> int:
         cuda = "built in" if runtime.cuda_kernels_built() else "not built (no CUDA compiler at build time)"
         print(f"CUDA kernels    {cuda}")
     except (FileNotFoundError, OSError) as exc:
-        print(f"library         not available: {str(exc).splitlines()[0]}")
+        print(f"library         not available: {first_line(exc)}")
     return 0
