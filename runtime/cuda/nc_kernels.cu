@@ -350,6 +350,21 @@ __device__ __forceinline__ unsigned FetchPatch(const Dims& d, const Column& col,
   return counted;
 }
 
+// Writes one output of a block: its raw sum to the split's partial sums, else sum * scale + bias to Y
+// (scale: rstd for float32, whose product was of centred values; 1 for float16, scaled before the product).
+template <typename T, int kTileN>
+__device__ __forceinline__ void EmitOutput(const Dims& d, const Split& split, const Block& block,
+                                           const BlockColumns<kTileN>& columns, int jj, int64_t m, float sum,
+                                           float scale, const T* b, T* y) {
+  const int64_t channel = block.group * d.mg + m;
+  if (split.partial != nullptr) {
+    split.partial[(block.chunk * d.m + channel) * d.n * d.positions + block.j0 + jj] = sum;
+    return;
+  }
+  const float bias = b != nullptr ? Load(b, channel) : 0.0f;
+  Store(y, columns.y_offset[jj] + channel * d.positions, sum * scale + bias);
+}
+
 // Float32: k steps of 16; each thread gathers one column's 16 rows and owns 8 output channels x 8 columns
 // (two runs of 4, so that a warp's shared-memory reads of the patch tile are conflict-free).
 constexpr int kFloatK = 16;
@@ -367,13 +382,11 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ Tap taps[kFloatK];
 
   const Block block = BlockOf(d, split, kTileM, kTileN);
-  const int64_t k_begin = block.k_begin, k_end = block.k_end, m0 = block.m0, j0 = block.j0;
-  const int64_t group = block.group, chunk = block.chunk;
   const int tid = threadIdx.x;
-  const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
+  const Gatherer gather = SetUpColumns(d, block.group, block.j0, stats, columns);
   const int w_k = tid % kFloatK;
   const int w_m = tid / kFloatK;  // rows w_m + r * (kThreads / kFloatK)
-  const float* w_group = w + group * d.mg * d.fan_in;
+  const float* w_group = w + block.group * d.mg * d.fan_in;
 
   float xr[kXRows], wr[kWRows];
   unsigned counted = 0;  // bit r: xr[r] is part of the patch
@@ -382,22 +395,22 @@ __global__ void __launch_bounds__(kThreads)
     counted = FetchPatch<float, kXRows, 1>(d, gather.col, taps, 0, x, xr);
   };
 
-  if (tid < kFloatK) taps[tid] = TapOf(d, k_begin + tid, k_end);
+  if (tid < kFloatK) taps[tid] = TapOf(d, block.k_begin + tid, block.k_end);
   __syncthreads();
-  fetch(k_begin);
+  fetch(block.k_begin);
   __syncthreads();  // every thread has read taps[] before the loop overwrites it with the next step's
 
   const int ty = tid / 32;  // output channels ty * 8 .. + 8: one per warp, so weight reads broadcast
   const int tx = tid % 32;  // columns tx * 4 .. + 4 and kTileN / 2 + tx * 4 .. + 4
   float acc[8][8] = {};
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kFloatK) {
+  for (int64_t k0 = block.k_begin; k0 < block.k_end; k0 += kFloatK) {
 #pragma unroll
     for (int r = 0; r < kWRows; ++r) w_tile[w_k][w_m + r * (kThreads / kFloatK)] = wr[r];
 #pragma unroll
     for (int r = 0; r < kXRows; ++r) x_tile[r][tid] = Centre(d, xr[r], (counted >> r) & 1u, gather.hi, gather.lo);
-    if (tid < kFloatK) taps[tid] = TapOf(d, k0 + kFloatK + tid, k_end);
+    if (tid < kFloatK) taps[tid] = TapOf(d, k0 + kFloatK + tid, block.k_end);
     __syncthreads();
-    if (k0 + kFloatK < k_end) fetch(k0 + kFloatK);
+    if (k0 + kFloatK < block.k_end) fetch(k0 + kFloatK);
 #pragma unroll
     for (int kk = 0; kk < kFloatK; ++kk) {
       const float4 a0 = *reinterpret_cast<const float4*>(&w_tile[kk][ty * 8]);
@@ -414,22 +427,14 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
 
-  const int64_t all_columns = d.n * d.positions;
 #pragma unroll
   for (int q = 0; q < 8; ++q) {
     const int jj = (q < 4 ? 0 : kTileN / 2) + tx * 4 + q % 4;
     if (columns.stat[jj] < 0) continue;
 #pragma unroll
     for (int r = 0; r < 8; ++r) {
-      const int64_t m = m0 + ty * 8 + r;
-      if (m >= d.mg) continue;
-      const int64_t channel = group * d.mg + m;
-      if (split.partial != nullptr) {
-        split.partial[(chunk * d.m + channel) * all_columns + j0 + jj] = acc[r][q];
-        continue;
-      }
-      const float bias = b != nullptr ? b[channel] : 0.0f;
-      y[columns.y_offset[jj] + channel * d.positions] = acc[r][q] * columns.rstd[jj] + bias;
+      const int64_t m = block.m0 + ty * 8 + r;
+      if (m < d.mg) EmitOutput(d, split, block, columns, jj, m, acc[r][q], columns.rstd[jj], b, y);
     }
   }
 }
@@ -460,16 +465,14 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ Tap taps[kHalfK];
 
   const Block block = BlockOf(d, split, kTileM, kTileN);
-  const int64_t k_begin = block.k_begin, k_end = block.k_end, m0 = block.m0, j0 = block.j0;
-  const int64_t group = block.group, chunk = block.chunk;
   const int tid = threadIdx.x;
-  const Gatherer gather = SetUpColumns(d, group, j0, stats, columns);
+  const Gatherer gather = SetUpColumns(d, block.group, block.j0, stats, columns);
   const float rstd = gather.col.stat >= 0 ? stats[2 * PositionCount(d) + gather.col.stat] : 0.0f;
   const int x_col = tid % kTileN;
   const int x_row = tid / kTileN;
   const int w_k = tid % kHalfK;
   const int w_m = tid / kHalfK;
-  const __half* w_group = w + group * d.mg * d.fan_in;
+  const __half* w_group = w + block.group * d.mg * d.fan_in;
 
   __half xr[kXRows], wr[kWRows];
   unsigned counted = 0;  // bit r: xr[r] is part of the patch
@@ -478,9 +481,9 @@ __global__ void __launch_bounds__(kThreads)
     counted = FetchPatch<__half, kXRows, kThreads / kTileN>(d, gather.col, taps, x_row, x, xr);
   };
 
-  if (tid < kHalfK) taps[tid] = TapOf(d, k_begin + tid, k_end);
+  if (tid < kHalfK) taps[tid] = TapOf(d, block.k_begin + tid, block.k_end);
   __syncthreads();
-  fetch(k_begin);
+  fetch(block.k_begin);
   __syncthreads();  // every thread has read taps[] before the loop overwrites it with the next step's
 
   const int warp = tid / 32;
@@ -490,7 +493,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = 0; r < 2; ++r)
     for (int c = 0; c < 2; ++c) wmma::fill_fragment(acc[r][c], 0.0f);
 
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kHalfK) {
+  for (int64_t k0 = block.k_begin; k0 < block.k_end; k0 += kHalfK) {
 #pragma unroll
     for (int r = 0; r < kWRows; ++r) tiles.w[w_m + r * (kThreads / kHalfK)][w_k] = wr[r];
 #pragma unroll
@@ -499,9 +502,9 @@ __global__ void __launch_bounds__(kThreads)
       const float v = Centre(d, __half2float(xr[r]), (counted >> r) & 1u, gather.hi, gather.lo);
       tiles.x[x_row + r * (kThreads / kTileN)][x_col] = __float2half(v * rstd);
     }
-    if (tid < kHalfK) taps[tid] = TapOf(d, k0 + kHalfK + tid, k_end);
+    if (tid < kHalfK) taps[tid] = TapOf(d, k0 + kHalfK + tid, block.k_end);
     __syncthreads();
-    if (k0 + kHalfK < k_end) fetch(k0 + kHalfK);
+    if (k0 + kHalfK < block.k_end) fetch(k0 + kHalfK);
 #pragma unroll
     for (int ks = 0; ks < kHalfK; ks += kWmma) {
       wmma::fragment<wmma::matrix_a, kWmma, kWmma, kWmma, __half, wmma::row_major> a[2];
@@ -520,19 +523,11 @@ __global__ void __launch_bounds__(kThreads)
                               wmma::mem_row_major);
     }
   __syncthreads();
-  const int64_t all_columns = d.n * d.positions;
   for (int e = tid; e < kTileM * kTileN; e += kThreads) {
     const int mm = e / kTileN;
     const int jj = e % kTileN;  // consecutive threads write neighbouring positions
-    const int64_t m = m0 + mm;
-    if (m >= d.mg || columns.stat[jj] < 0) continue;
-    const int64_t channel = group * d.mg + m;
-    if (split.partial != nullptr) {
-      split.partial[(chunk * d.m + channel) * all_columns + j0 + jj] = y_tile[mm][jj];
-      continue;
-    }
-    const float bias = b != nullptr ? __half2float(b[channel]) : 0.0f;
-    y[columns.y_offset[jj] + channel * d.positions] = __float2half(y_tile[mm][jj] + bias);
+    const int64_t m = block.m0 + mm;
+    if (m < d.mg && columns.stat[jj] >= 0) EmitOutput(d, split, block, columns, jj, m, y_tile[mm][jj], 1.0f, b, y);
   }
 }
 
