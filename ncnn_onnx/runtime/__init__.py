@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence, Union
 
 import onnxruntime as ort
 
+from .opset import check_op_version
+
 __all__ = ["LIBRARY_NAME", "get_library_path", "session_options", "InferenceSession", "cuda_kernels_built", "build_info"]
 
 LIBRARY_NAME = "libncnn_onnx_ops.so"
@@ -110,7 +112,8 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
 ) -> ort.InferenceSession:
     """An ``onnxruntime.InferenceSession`` with the library registered.
 
-    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``. ``providers`` defaults to
+    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``; a model that imports a version of the
+    ``ncnn_onnx`` domain other than 1 is refused with ValueError. ``providers`` defaults to
     ``["CPUExecutionProvider"]``. Other keyword arguments set SessionOptions attributes (see
     ``session_options``) on ``sess_options`` or on new options.
     """
@@ -121,4 +124,5 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
         model = os.fspath(model)
     if not isinstance(model, (str, bytes)):
         raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+    check_op_version(model)
     return ort.InferenceSession(model, options, providers=list(providers or ["CPUExecutionProvider"]))

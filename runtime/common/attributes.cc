@@ -3,6 +3,8 @@
 #include <onnxruntime_c_api.h>
 
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <string>
 
 #include "errors.h"
@@ -20,26 +22,39 @@ bool Succeeds(const OrtApi& api, OrtStatus* status) {
   return false;
 }
 
-Stored Probe(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
+// A single int, float or string under `name`, else kAbsent.
+Stored ProbeScalar(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
   int64_t i = 0;
   float f = 0;
   size_t size = 0;
   if (Succeeds(api, api.KernelInfoGetAttribute_int64(info, name, &i))) return Stored::kInt;
   if (Succeeds(api, api.KernelInfoGetAttribute_float(info, name, &f))) return Stored::kFloat;
   if (Succeeds(api, api.KernelInfoGetAttribute_string(info, name, nullptr, &size))) return Stored::kString;
-  size = 0;
-  if (Succeeds(api, api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) return Stored::kInts;
-  size = 0;
-  if (Succeeds(api, api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size))) return Stored::kFloats;
-  // A tensor, graph or other kind: present, and never what this op expects.
+  return Stored::kAbsent;
+}
+
+// A non-empty list of floats under `name`.
+bool HoldsFloats(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
+  size_t size = 0;
+  return Succeeds(api, api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size)) && size > 0;
+}
+
+Stored Probe(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
+  const Stored scalar = ProbeScalar(api, info, name);
+  if (scalar != Stored::kAbsent) return scalar;
+  // Floats and tensors before ints: onnxruntime reads an attribute of any kind as a (possibly empty)
+  // list of ints.
+  if (HoldsFloats(api, info, name)) return Stored::kFloats;
   OrtAllocator* allocator = nullptr;
   if (Succeeds(api, api.GetAllocatorWithDefaultOptions(&allocator))) {
     OrtValue* value = nullptr;
     if (Succeeds(api, api.KernelInfoGetAttribute_tensor(info, name, allocator, &value))) {
       api.ReleaseValue(value);
-      return Stored::kOther;
+      return Stored::kOther;  // a tensor: present, and never what this op expects
     }
   }
+  size_t size = 0;
+  if (Succeeds(api, api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) return Stored::kInts;
   return Stored::kAbsent;
 }
 
@@ -90,6 +105,16 @@ bool ReadString(const OrtApi& api, const OrtKernelInfo* info, const char* name, 
 bool ReadInts(const OrtApi& api, const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out) {
   size_t size = 0;
   if (Succeeds(api, api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) {
+    // onnxruntime reads an attribute of any other kind (a single value, a list of floats or strings, a
+    // tensor) as an empty list of ints without error. Name the kind where the C API can tell it; a list
+    // of strings it cannot tell from an empty list, and no list attribute of this op may be empty.
+    if (size == 0) {
+      const Stored stored = Probe(api, info, name);
+      if (stored != Stored::kInts) WrongType(name, "a list of ints", stored);
+      throw InvalidArgument(std::string("attribute '") + name +
+                            "' holds no ints (an empty list, or a list of strings); leave it out for the default "
+                            "or give one value per spatial dim");
+    }
     out->assign(size, 0);
     if (size > 0) ThrowOnError(api, api.KernelInfoGetAttributeArray_int64(info, name, out->data(), &size));
     return true;
@@ -131,8 +156,13 @@ void ValidateConvAttributes(const ConvAttributes& a) {
   CheckAtLeast("pads", a.pads, 0);
   CheckAtLeast("strides", a.strides, 1);
   if (a.group < 1) throw InvalidArgument("attribute 'group' must be >= 1, got " + std::to_string(a.group));
-  if (!std::isfinite(a.epsilon) || a.epsilon <= 0.0f) {
-    throw InvalidArgument("attribute 'epsilon' must be a finite float > 0, got " + std::to_string(a.epsilon));
+  // A subnormal epsilon is refused as well: where denormals are flushed to zero (a session option) it would
+  // act as 0, and 1/sqrt(0) turns the exact zero of a flat patch into NaN.
+  if (!std::isfinite(a.epsilon) || !(a.epsilon >= std::numeric_limits<float>::min())) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", static_cast<double>(a.epsilon));
+    throw InvalidArgument(std::string("attribute 'epsilon' must be a finite, normal float32 (>= 1.17549435e-38), got ") +
+                          text);
   }
   if (!a.pads.empty() && a.auto_pad != AutoPad::kNotSet) {
     throw InvalidArgument(std::string("attributes 'pads' and 'auto_pad'=") + AutoPadName(a.auto_pad) +
@@ -176,6 +206,7 @@ ConvAttributes ReadConvAttributes(const OrtApi& api, const OrtKernelInfo* info) 
     a.scale = flag == 1;
   }
   ValidateConvAttributes(a);
+  a.limits = ReadResourceLimits();
   return a;
 }
 

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "limits.h"
+
 // Only the reader below touches onnxruntime; declaring its two types keeps this header (and geometry.h)
 // free of onnxruntime's headers for code such as CUDA kernels that needs the plain structs.
 struct OrtApi;
@@ -25,10 +27,12 @@ struct ConvAttributes {
   float epsilon = 1e-5f;
   bool center = true;
   bool scale = true;
+  // Not an attribute: the limits the node runs under, read from the environment with the attributes.
+  ResourceLimits limits;
 };
 
-// Reads and checks every attribute; an attribute of the wrong type or value throws InvalidArgument
-// naming it (a wrongly typed attribute is never mistaken for a missing one).
+// Reads and checks every attribute, and the resource limits; an attribute of the wrong type or value
+// throws InvalidArgument naming it (a wrongly typed attribute is never mistaken for a missing one).
 ConvAttributes ReadConvAttributes(const OrtApi& api, const OrtKernelInfo* info);
 
 // The rank-independent checks of ReadConvAttributes, separately callable (and testable without onnxruntime).

@@ -20,6 +20,7 @@ namespace ncnn_onnx {
 
 inline constexpr const char* kDomain = "ncnn_onnx";
 inline constexpr const char* kOpName = "NormalizedConv";
+inline constexpr int kOpVersion = 1;
 
 template <class Kernel>
 class KernelOp : public OrtCustomOp {
@@ -46,7 +47,11 @@ class KernelOp : public OrtCustomOp {
     GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
     GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
     GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
-    GetStartVersion = [](const OrtCustomOp*) { return 1; };
+    // onnxruntime builds one schema per custom-op name, so a node of a model importing ncnn_onnx:2 still
+    // resolves to version 1 and reaches this kernel: the kernel cannot see the import. The Python session
+    // helper refuses such models before onnxruntime sees them (docs/op.md, "Limits").
+    GetStartVersion = [](const OrtCustomOp*) { return kOpVersion; };
+    GetEndVersion = [](const OrtCustomOp*) { return kOpVersion; };
     CreateKernelV2 = &Create;
     KernelComputeV2 = &Compute;
     KernelDestroy = &Destroy;

@@ -2,6 +2,7 @@
 
 #include "checked_math.h"
 #include "errors.h"
+#include "limits.h"
 
 namespace ncnn_onnx {
 namespace {
@@ -110,6 +111,8 @@ ConvGeometry ResolveGeometry(const ConvAttributes& a, const std::vector<int64_t>
         if (!a.pads.empty()) {
           begin = a.pads[d];
           end = a.pads[g.ndim + d];
+          CheckPad(a.limits, d, begin, in, span);
+          CheckPad(a.limits, d, end, in, span);
         }
         break;
       case AutoPad::kValid:

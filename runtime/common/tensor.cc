@@ -23,6 +23,15 @@ const char* ElementTypeName(ONNXTensorElementDataType type) {
   }
 }
 
+int64_t ElementBytes(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return 2;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return 8;
+    default: return 4;
+  }
+}
+
 void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected) {
   if (tensor.type != expected) {
     throw InvalidArgument(std::string(name) + " has element type " + ElementTypeName(tensor.type) + ", expected " +
@@ -40,6 +49,8 @@ ConvCall ReadCall(const OrtApi& api, OrtKernelContext* context, const ConvAttrib
   CheckType("W", call.w, type);
   if (call.has_bias) CheckType("B", call.b, type);
   call.geometry = ResolveGeometry(attributes, call.x.shape, call.w.shape, call.has_bias ? &call.b.shape : nullptr);
+  const ConvGeometry& g = call.geometry;
+  CheckBufferBytes(attributes.limits, "the output Y", g.batch * g.out_channels * g.output_plane, ElementBytes(type));
   return call;
 }
 

@@ -29,6 +29,9 @@ void* GetOutput(const OrtApi& api, OrtKernelContext* context, size_t index, cons
 
 const char* ElementTypeName(ONNXTensorElementDataType type);
 
+// Bytes per element of the kernels' element types (float16, float32, float64).
+int64_t ElementBytes(ONNXTensorElementDataType type);
+
 // Throws InvalidArgument naming the input when its element type is not `expected` (the type of X).
 void CheckType(const char* name, const TensorInfo& tensor, ONNXTensorElementDataType expected);
 

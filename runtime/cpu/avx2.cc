@@ -96,6 +96,10 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
+// Lanes 0-3 and 4-7 of a float vector as doubles.
+inline __m256d LowHalf(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+inline __m256d HighHalf(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+
 inline __m256i MaskFromBits(uint32_t bits) {
   const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), lane_bit), lane_bit);
@@ -243,6 +247,8 @@ struct ColumnStats {
 template <typename RowLoader>
 ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row) {
   const __m256 cg = _mm256_set1_ps(static_cast<float>(g.group_in_channels));
+  const __m256d cg_wide = _mm256_set1_pd(static_cast<double>(g.group_in_channels));
+  const __m256d fan_in = _mm256_set1_pd(static_cast<double>(g.fan_in));
   const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(g.fan_in));
   const __m256 eps = _mm256_set1_ps(g.epsilon);
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -254,11 +260,16 @@ ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row)
       st.rstd[v] = one;
       continue;
     }
-    __m256 sum = zero;
+    // The mean in double: cg * m_k + s_k and the sum of K such terms are then exact for an exactly flat
+    // patch, whose mean so equals its value and whose output is exactly B for every epsilon.
+    __m256d sum_low = _mm256_setzero_pd(), sum_high = _mm256_setzero_pd();
     for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-      sum = _mm256_add_ps(sum, _mm256_fmadd_ps(cg, row(0, kk, v), row(1, kk, v)));
+      const __m256 m = row(0, kk, v), s = row(1, kk, v);
+      sum_low = _mm256_add_pd(sum_low, _mm256_fmadd_pd(cg_wide, LowHalf(m), LowHalf(s)));
+      sum_high = _mm256_add_pd(sum_high, _mm256_fmadd_pd(cg_wide, HighHalf(m), HighHalf(s)));
     }
-    const __m256 mean = _mm256_mul_ps(sum, inv);
+    const __m256 mean = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_div_pd(sum_high, fan_in)),
+                                        _mm256_cvtpd_ps(_mm256_div_pd(sum_low, fan_in)));
     // sum_i (v_i - mean) and sum_i (v_i - mean)^2 from per-location terms: t = m - mean.
     __m256 first = zero, second = zero;
     for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
@@ -269,7 +280,9 @@ ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row)
       second = _mm256_add_ps(second, _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(cg, t), t, row(2, kk, v)), cross));
     }
     const __m256 r = _mm256_mul_ps(first, inv);
-    const __m256 var = _mm256_max_ps(_mm256_fnmadd_ps(r, r, _mm256_mul_ps(second, inv)), zero);
+    // max returns its second operand where either is NaN: rounding below 0 becomes 0, a NaN (a patch with a
+    // non-finite value) stays NaN.
+    const __m256 var = _mm256_max_ps(zero, _mm256_fnmadd_ps(r, r, _mm256_mul_ps(second, inv)));
     st.mean[v] = g.center ? mean : zero;
     st.correction[v] = g.center ? r : zero;
     st.rstd[v] = g.scale ? _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_add_ps(var, eps))) : one;
@@ -474,21 +487,22 @@ void Prepare(const Job<T, float>& job, int64_t task) {
   const int64_t cg = g.group_in_channels;
   const T* x = job.x + chunk.x_offset;
   float* out = job.location_stats + chunk.stats_offset;
-  const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(cg));
+  const __m256d channels = _mm256_set1_pd(static_cast<double>(cg));
   for (int64_t l = chunk.begin; l < chunk.end; l += kLanes) {
     const int64_t count = std::min(kLanes, chunk.end - l);
     const __m256i mask = MaskFromBits((1u << count) - 1u);
-    // Two chains of adds in the first pass; the second pass needs the mean first.
-    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
-    int64_t c = 0;
-    for (; c + 1 < cg; c += 2) {
-      a = _mm256_add_ps(a, LoadLocations(x + c * plane + l, count, mask));
-      b = _mm256_add_ps(b, LoadLocations(x + (c + 1) * plane + l, count, mask));
+    // The channel mean in double (two chains of adds, one per half): exact where every channel holds the
+    // same value, which a flat patch needs (see Statistics). The second pass needs the mean first.
+    __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd();
+    for (int64_t c = 0; c < cg; ++c) {
+      const __m256 v = LoadLocations(x + c * plane + l, count, mask);
+      low = _mm256_add_pd(low, LowHalf(v));
+      high = _mm256_add_pd(high, HighHalf(v));
     }
-    if (c < cg) a = _mm256_add_ps(a, LoadLocations(x + c * plane + l, count, mask));
-    const __m256 m = _mm256_mul_ps(_mm256_add_ps(a, b), inv);
+    const __m256 m = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_div_pd(high, channels)),
+                                     _mm256_cvtpd_ps(_mm256_div_pd(low, channels)));
     __m256 s = _mm256_setzero_ps(), q = _mm256_setzero_ps();
-    for (c = 0; c < cg; ++c) {
+    for (int64_t c = 0; c < cg; ++c) {
       const __m256 d = _mm256_sub_ps(LoadLocations(x + c * plane + l, count, mask), m);
       s = _mm256_add_ps(s, d);
       q = _mm256_fmadd_ps(d, d, q);

@@ -49,6 +49,13 @@ constexpr int64_t kBlockRows = 128;    // patch rows per strip block: 24 KiB, ha
 constexpr int64_t kPanelFloats = kPanelRows * kStrip;
 static_assert(kStrip <= kMaxStripColumns, "StripMap holds at most kMaxStripColumns columns");
 
+// Lanes 0-7 and 8-15 of a float vector as doubles, and back.
+inline __m512d LowHalf(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+inline __m512d HighHalf(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); }
+inline __m512 FromHalves(__m512d low, __m512d high) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low)), _mm512_cvtpd_ps(high), 1);
+}
+
 // Lanes of one vector that read consecutive elements: lane l reads x[x_offset + l] (from the group's first
 // channel of image 0) and the location statistics at stats_offset + l (from the group's maps of image 0).
 struct LoadOp {
@@ -164,17 +171,20 @@ void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, S
     }
     LoadPair& pair = sc.pairs[i];
     for (int k = 0; k < 2; ++k) {
-      const LoadOp& op = sc.loads[static_cast<size_t>(begin + std::min(k, std::max(end - begin - 1, 0)))];
-      const bool used = begin + k < end;
-      pair.x_offset[k] = end > begin ? op.x_offset : 0;
-      pair.stats_offset[k] = end > begin ? op.stats_offset : 0;
-      pair.mask[k] = used ? op.mask : 0;
+      pair.x_offset[k] = pair.stats_offset[k] = 0;
+      pair.mask[k] = 0;
+      if (end == begin) continue;  // no op at all (the strip reads only padding here): loads may be empty
+      // An unused second slot repeats the first op's offsets under an empty mask.
+      const LoadOp& op = sc.loads[static_cast<size_t>(begin + std::min(k, end - begin - 1))];
+      pair.x_offset[k] = op.x_offset;
+      pair.stats_offset[k] = op.stats_offset;
+      pair.mask[k] = begin + k < end ? op.mask : 0;
     }
   }
 }
 
 // Per-lane offsets of every kernel offset for a strip with a last stride > 1 (offsets fit int32:
-// GathersAccepted).
+// LocationStatsAccepted).
 void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
   const size_t entries = static_cast<size_t>(g.kernel_size * kStrip);
   int32_t* x_index = sc.x_index.Reserve(entries);
@@ -202,15 +212,27 @@ ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row)
   const float cg = static_cast<float>(g.group_in_channels);
   const __m512 vcg = _mm512_set1_ps(cg);
   const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(g.fan_in));
+  const __m512d cg_wide = _mm512_set1_pd(static_cast<double>(g.group_in_channels));
+  const __m512d fan_in = _mm512_set1_pd(static_cast<double>(g.fan_in));
   ColumnStats st;
-  __m512 total[kVectors], residual[kVectors], squares[kVectors];
-  for (int v = 0; v < kVectors; ++v) total[v] = residual[v] = squares[v] = _mm512_setzero_ps();
+  // The mean in double: cg * m_k + s_k and the sum of K such terms are then exact for an exactly flat patch,
+  // whose mean so equals its value and whose output is exactly B for every epsilon.
+  __m512d total_low[kVectors], total_high[kVectors];
+  __m512 residual[kVectors], squares[kVectors];
+  for (int v = 0; v < kVectors; ++v) {
+    total_low[v] = total_high[v] = _mm512_setzero_pd();
+    residual[v] = squares[v] = _mm512_setzero_ps();
+  }
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
     for (int v = 0; v < vectors; ++v) {
-      total[v] = _mm512_add_ps(total[v], _mm512_fmadd_ps(vcg, row(0, kk, v), row(1, kk, v)));
+      const __m512 m = row(0, kk, v), s = row(1, kk, v);
+      total_low[v] = _mm512_add_pd(total_low[v], _mm512_fmadd_pd(cg_wide, LowHalf(m), LowHalf(s)));
+      total_high[v] = _mm512_add_pd(total_high[v], _mm512_fmadd_pd(cg_wide, HighHalf(m), HighHalf(s)));
     }
   }
-  for (int v = 0; v < kVectors; ++v) st.mean[v] = _mm512_mul_ps(total[v], inv);
+  for (int v = 0; v < kVectors; ++v) {
+    st.mean[v] = FromHalves(_mm512_div_pd(total_low[v], fan_in), _mm512_div_pd(total_high[v], fan_in));
+  }
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
     for (int v = 0; v < vectors; ++v) {
       const __m512 t = _mm512_sub_ps(row(0, kk, v), st.mean[v]);
@@ -226,7 +248,9 @@ ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row)
   for (int v = 0; v < kVectors; ++v) {
     const __m512 r = _mm512_mul_ps(residual[v], inv);
     __m512 var = _mm512_fnmadd_ps(r, r, _mm512_mul_ps(squares[v], inv));
-    var = _mm512_max_ps(var, _mm512_setzero_ps());
+    // max returns its second operand where either is NaN: rounding below 0 becomes 0, a NaN (a patch with a
+    // non-finite value) stays NaN.
+    var = _mm512_max_ps(_mm512_setzero_ps(), var);
     st.rstd[v] = g.scale ? _mm512_div_ps(one, _mm512_sqrt_ps(_mm512_add_ps(var, eps))) : one;
     st.correction[v] = g.center ? r : _mm512_setzero_ps();
     if (!g.center) st.mean[v] = _mm512_setzero_ps();
@@ -373,21 +397,21 @@ void Prepare(const Job<T, float>& job, int64_t task) {
   float* m_out = job.location_stats + chunk.stats_offset;
   float* s_out = m_out + plane;
   float* q_out = s_out + plane;
-  const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(cg));
+  const __m512d channels = _mm512_set1_pd(static_cast<double>(cg));
   const int64_t end = chunk.end;
   for (int64_t l = chunk.begin; l < end; l += kLanes) {
     const __mmask16 mask = LaneMask(l, end, l / kLanes);
-    // Two accumulators per pass: independent chains of adds.
-    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 1 < cg; c += 2) {
-      a = _mm512_add_ps(a, LoadPlain(x + c * plane + l, mask));
-      b = _mm512_add_ps(b, LoadPlain(x + (c + 1) * plane + l, mask));
+    // The channel mean in double (two chains of adds, one per half): exact where every channel holds the
+    // same value, which a flat patch needs (see Statistics). The second pass needs the mean first.
+    __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
+    for (int64_t c = 0; c < cg; ++c) {
+      const __m512 v = LoadPlain(x + c * plane + l, mask);
+      low = _mm512_add_pd(low, LowHalf(v));
+      high = _mm512_add_pd(high, HighHalf(v));
     }
-    if (c < cg) a = _mm512_add_ps(a, LoadPlain(x + c * plane + l, mask));
-    const __m512 m = _mm512_mul_ps(_mm512_add_ps(a, b), inv);
+    const __m512 m = FromHalves(_mm512_div_pd(low, channels), _mm512_div_pd(high, channels));
     __m512 s = _mm512_setzero_ps(), q = _mm512_setzero_ps();
-    for (c = 0; c < cg; ++c) {
+    for (int64_t c = 0; c < cg; ++c) {
       const __m512 d = _mm512_sub_ps(LoadPlain(x + c * plane + l, mask), m);
       s = _mm512_add_ps(s, d);
       q = _mm512_fmadd_ps(d, d, q);

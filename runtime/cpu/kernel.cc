@@ -3,6 +3,7 @@
 #include <atomic>
 #include <exception>
 #include <mutex>
+#include <vector>
 #include <type_traits>
 
 #include "../common/checked_math.h"
@@ -59,8 +60,10 @@ struct ParallelRun {
 CpuKernel::CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type)
     : api_(api), node_name_(NodeName(api, info)), type_(type), attributes_(ReadConvAttributes(api, info)),
       backend_(SelectBackend()) {
-  // A constant W (and B) is checked and packed now: a bad model fails at session creation, and calls
-  // skip the packing.
+  // A constant W (with B, when B is constant too) is checked and packed now: a bad model fails at session
+  // creation, and calls skip the packing. A B that is not constant (a graph input) is read per call; an
+  // absent B (the empty name, as exporters write for a convolution followed by a norm) is no reason to
+  // re-pack W every call.
   int is_constant = 0;
   const OrtValue* w_value = nullptr;
   ThrowOnError(api, api.KernelInfoGetConstantInput_tensor(info, 1, &is_constant, &w_value));
@@ -75,15 +78,11 @@ CpuKernel::CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorEle
     int bias_constant = 0;
     const OrtValue* b_value = nullptr;
     ThrowOnError(api, api.KernelInfoGetConstantInput_tensor(info, 2, &bias_constant, &b_value));
-    if (!bias_constant || b_value == nullptr) {
-      // B is a graph input or an optional input left empty; either way it is read per call. Only the
-      // shape check of W is done now.
-      CheckWeightShapes(attributes_, w.shape, nullptr);
-      return;
+    if (bias_constant && b_value != nullptr) {
+      b = DescribeTensor(api, b_value);
+      CheckType("B", b, type_);
+      has_bias = true;
     }
-    b = DescribeTensor(api, b_value);
-    CheckType("B", b, type_);
-    has_bias = true;
   }
   CheckWeightShapes(attributes_, w.shape, has_bias ? &b.shape : nullptr);
   int64_t fan_in = 1;
@@ -144,6 +143,10 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
                                  geometry.out_channels, geometry.group, geometry.fan_in);
     weights = &packed;
   }
+  // W packed at creation without B: B is a graph input, converted per call (M values).
+  std::vector<Acc> call_bias;
+  if (call.has_bias && weights->bias.empty()) call_bias = ConvertBias<T, Acc>(static_cast<const T*>(call.b.data),
+                                                                                geometry.out_channels);
   Routine<T, Acc> routine = preferred;
   if (routine.accepts != nullptr && !routine.accepts(geometry)) {
     const Backend portable = PortableBackend();
@@ -159,13 +162,14 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
   job.y = static_cast<T*>(y);
   job.panels = weights->panel_data.data();
   job.weight_sums = weights->weight_sums.data();
-  job.bias = weights->bias_or_null();
+  job.bias = call_bias.empty() ? weights->bias_or_null() : call_bias.data();
   if (job.plan.tasks == 0) return;
   AlignedBuffer<Acc> location_stats;
   if (routine.prepare != nullptr) {
     const int64_t size = CheckedMul(CheckedMul(geometry.batch, geometry.group, "the location statistics"),
                                     CheckedMul(3, geometry.input_plane, "the location statistics"),
                                     "the location statistics");
+    CheckBufferBytes(attributes_.limits, "the location statistics (scratch)", size, sizeof(Acc));
     job.location_stats = location_stats.Reserve(static_cast<size_t>(size));
     RunTasks(context, job, routine.prepare, routine.prepare_tasks(geometry));
   }

@@ -86,7 +86,7 @@ inline int RowSpans(const ConvGeometry& g, const Spatial3& s, const StripMap& ma
 
 // Per-column offsets of kernel offset kk for any last stride: x_index[j] and stats_index[j] (j < columns,
 // the caller's strip width) as in RowSpan, 0 where column j reads padding or lies past the strip. Returns
-// bit j set where column j reads an input element. The offsets fit 32 bits where GathersAccepted holds.
+// bit j set where column j reads an input element. The offsets fit 32 bits where LocationStatsAccepted holds.
 inline uint64_t ColumnOffsets(const ConvGeometry& g, const Spatial3& s, const StripMap& map, int64_t kk,
                               int64_t columns, int32_t* x_index, int32_t* stats_index) {
   const int64_t x_image = g.in_channels * g.input_plane;
@@ -113,9 +113,14 @@ inline uint64_t ColumnOffsets(const ConvGeometry& g, const Spatial3& s, const St
   return valid;
 }
 
-// Rows whose last stride is not 1 may gather with 32-bit offsets from image 0 of the group, into X and the
-// location statistics.
-inline bool GathersAccepted(const ConvGeometry& g) {
+// Kernel offsets a strip's per-offset tables (loads, gather offsets) and its smallest block are sized by;
+// longer kernels (31x31 is 961) go to the portable backend, whose scratch does not grow with the kernel.
+constexpr int64_t kMaxKernelOffsets = 1024;
+
+// The geometries these backends take: kernels of at most kMaxKernelOffsets offsets, and rows whose last
+// stride is not 1 gather with 32-bit offsets from image 0 of the group, into X and the location statistics.
+inline bool LocationStatsAccepted(const ConvGeometry& g) {
+  if (g.kernel_size > kMaxKernelOffsets) return false;
   const int64_t stats = g.batch * g.group * 3 * g.input_plane;
   const int64_t x = g.batch * g.in_channels * g.input_plane;
   return g.stride[g.ndim - 1] == 1 || std::max(stats, x) <= INT32_MAX;
@@ -130,7 +135,7 @@ inline int64_t LocationStatsTasks(const ConvGeometry& g) {
 template <typename T>
 Routine<T, float> LocationStatsRoutine(int64_t strip_columns, void (*run)(const Job<T, float>&, int64_t),
                                        void (*prepare)(const Job<T, float>&, int64_t)) {
-  return {strip_columns, run, &GathersAccepted, &LocationStatsTasks, prepare};
+  return {strip_columns, run, &LocationStatsAccepted, &LocationStatsTasks, prepare};
 }
 
 // The plan fixes how many tiles there are; their columns are spread evenly in whole vectors, and a tile's

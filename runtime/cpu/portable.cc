@@ -28,9 +28,14 @@ inline void StoreValue(T* p, Acc v) {
 }
 inline void StoreValue(Half* p, float v) { *p = FloatToHalf(v); }
 
+// Patch rows per block: a strip is packed, standardized and multiplied in blocks of this many rows, so the
+// scratch stays bounded whatever the patch length (a model's kernel may be millions of values long).
+constexpr int64_t kBlockRows = 4096;
+
 template <typename Acc>
 struct Scratch {
-  AlignedBuffer<Acc> strip;  // [fan_in][kStrip]
+  AlignedBuffer<Acc> strip;    // one block: [rows][kStrip]
+  AlignedBuffer<Acc> partial;  // sums of every panel of the chunk between blocks: [panel][kPanelRows][kStrip]
 };
 
 template <typename Acc>
@@ -39,49 +44,92 @@ Scratch<Acc>& ThreadScratch() {
   return scratch;
 }
 
-// Per-column statistics of a packed strip, after which the strip holds v - mean' (centre) or v (no centre).
-// y = (W.strip - correction * sum(W)) * rstd + b reproduces W.(v - mu*center)/sqrt(var + eps)^scale + b with
-// no cancellation: mean' is the rounded first-pass mean and `correction` the exact mean of the small
-// residuals v - mean' (the corrected two-pass algorithm).
+// Per-column sums over the rows of a strip, gathered block by block.
 template <typename Acc>
-void Finish(const Acc* s1, const Acc* s2, Acc inv, const ConvGeometry& g, Acc* rstd, Acc* correction) {
+struct ColumnSums {
+  Acc total[kStrip] = {}, low[kStrip] = {}, high[kStrip] = {};
+  Acc s1[kStrip] = {}, s2[kStrip] = {};
+};
+
+// First pass: the column totals, and the smallest and largest value (an exactly flat patch is recognised
+// by them and gets its value itself as the mean, so its centred values are exactly 0 and its output
+// exactly B for every epsilon; the rounded total / I need not give back that value).
+template <typename Acc>
+void AddTotals(const Acc* strip, int64_t rows, bool first_block, ColumnSums<Acc>& c) {
+  if (first_block) {
+    for (int64_t j = 0; j < kStrip; ++j) c.low[j] = c.high[j] = strip[j];
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const Acc* row = strip + i * kStrip;
+    for (int64_t j = 0; j < kStrip; ++j) {
+      c.total[j] += row[j];
+      c.low[j] = row[j] < c.low[j] ? row[j] : c.low[j];
+      c.high[j] = row[j] > c.high[j] ? row[j] : c.high[j];
+    }
+  }
+}
+
+template <typename Acc>
+void Means(const ColumnSums<Acc>& c, int64_t fan_in, Acc* mean) {
+  for (int64_t j = 0; j < kStrip; ++j) mean[j] = c.low[j] == c.high[j] ? c.low[j] : c.total[j] / static_cast<Acc>(fan_in);
+}
+
+// Second pass: sums of v - mean and (v - mean)^2 (the corrected two-pass algorithm); with `centre` the rows
+// are left holding v - mean.
+template <typename Acc>
+void AddDeviations(Acc* strip, int64_t rows, const Acc* mean, bool centre, ColumnSums<Acc>& c) {
+  for (int64_t i = 0; i < rows; ++i) {
+    Acc* row = strip + i * kStrip;
+    for (int64_t j = 0; j < kStrip; ++j) {
+      const Acc d = row[j] - mean[j];
+      c.s1[j] += d;
+      c.s2[j] += d * d;
+      if (centre) row[j] = d;
+    }
+  }
+}
+
+template <typename Acc>
+void Centre(Acc* strip, int64_t rows, const Acc* mean) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < kStrip; ++j) strip[i * kStrip + j] -= mean[j];
+  }
+}
+
+// y = (W.strip - correction * sum(W)) * rstd + b reproduces W.(v - mu*center)/sqrt(var + eps)^scale + b with
+// no cancellation: the strip is centred on the first-pass mean and `correction` is the exact mean of the
+// small residuals v - mean (the corrected two-pass algorithm).
+template <typename Acc>
+void Finish(const ColumnSums<Acc>& c, int64_t fan_in, const ConvGeometry& g, Acc* rstd, Acc* correction) {
+  const Acc inv = Acc(1) / static_cast<Acc>(fan_in);
   for (int64_t j = 0; j < kStrip; ++j) {
-    const Acc r = s1[j] * inv;
-    Acc var = s2[j] * inv - r * r;
-    var = var > Acc(0) ? var : Acc(0);
+    const Acc r = c.s1[j] * inv;
+    Acc var = c.s2[j] * inv - r * r;
+    var = var < Acc(0) ? Acc(0) : var;  // rounding below 0 is 0; a NaN stays NaN (non-finite patches)
     rstd[j] = g.scale ? Acc(1) / std::sqrt(var + static_cast<Acc>(g.epsilon)) : Acc(1);
     correction[j] = g.center ? r : Acc(0);
   }
 }
 
-template <typename Acc>
-void Standardize(Acc* strip, int64_t fan_in, const ConvGeometry& g, Acc* rstd, Acc* correction) {
-  const Acc inv = Acc(1) / static_cast<Acc>(fan_in);
-  Acc mean[kStrip] = {}, s1[kStrip] = {}, s2[kStrip] = {};
-  for (int64_t i = 0; i < fan_in; ++i) {
-    for (int64_t j = 0; j < kStrip; ++j) mean[j] += strip[i * kStrip + j];
-  }
-  for (int64_t j = 0; j < kStrip; ++j) mean[j] *= inv;
-  for (int64_t i = 0; i < fan_in; ++i) {
-    Acc* row = strip + i * kStrip;
-    for (int64_t j = 0; j < kStrip; ++j) {
-      const Acc d = row[j] - mean[j];
-      s1[j] += d;
-      s2[j] += d * d;
-      if (g.center) row[j] = d;
-    }
-  }
-  Finish(s1, s2, inv, g, rstd, correction);
-}
-
-// Builds the strip's im2col block (zero padding included).
+// Writes patch rows [row_begin, row_begin + rows) of the strip's im2col block (zero padding included); row
+// i = c * kernel_size + kk.
 template <typename T, typename Acc>
-void PackStrip(const T* x_group, const ConvGeometry& g, const Spatial3& s, const StripMap& map, Acc* strip) {
+void PackRows(const T* x_group, const ConvGeometry& g, const Spatial3& s, const StripMap& map, int64_t row_begin,
+              int64_t rows, Acc* strip) {
   const int64_t k_count = g.kernel_size;
-  const int64_t channels = g.group_in_channels;
   const int64_t plane = g.input_plane;
   const int64_t image_stride = g.in_channels * plane;
-  for (int64_t kk = 0; kk < k_count; ++kk) {
+  const int64_t row_end = row_begin + rows;
+  // A block inside one channel's rows covers only part of the kernel: visit just those offsets, or a
+  // kernel of millions of offsets would be walked once per block.
+  const bool one_channel = row_begin / k_count == (row_end - 1) / k_count;
+  const int64_t kk_begin = one_channel ? row_begin % k_count : 0;
+  const int64_t kk_end = one_channel ? kk_begin + rows : k_count;
+  for (int64_t kk = kk_begin; kk < kk_end; ++kk) {
+    // Channels c whose row c * k_count + kk lies in the block.
+    const int64_t c_first = row_begin <= kk ? 0 : (row_begin - kk + k_count - 1) / k_count;
+    const int64_t c_end = row_end <= kk ? 0 : (row_end - kk + k_count - 1) / k_count;
+    if (c_first >= c_end) continue;
     const int64_t k2 = kk % s.kernel[2];
     const int64_t k1 = (kk / s.kernel[2]) % s.kernel[1];
     const int64_t k0 = kk / (s.kernel[2] * s.kernel[1]);
@@ -101,8 +149,8 @@ void PackStrip(const T* x_group, const ConvGeometry& g, const Spatial3& s, const
     // Inside the image with stride 1 a row is 16 consecutive inputs: a plain copy the compiler vectorizes.
     bool contiguous = offset[0] >= 0;
     for (int64_t j = 1; j < kStrip; ++j) contiguous = contiguous && offset[j] == offset[0] + j;
-    for (int64_t c = 0; c < channels; ++c) {
-      Acc* row = strip + (c * k_count + kk) * kStrip;
+    for (int64_t c = c_first; c < c_end; ++c) {
+      Acc* row = strip + (c * k_count + kk - row_begin) * kStrip;
       const T* xc = x_group + c * plane;
       if (contiguous) {
         const T* src = xc + offset[0];
@@ -116,12 +164,15 @@ void PackStrip(const T* x_group, const ConvGeometry& g, const Spatial3& s, const
   }
 }
 
-// acc[r][j] = sum_k a[k * kPanelRows + r] * b[k * kStrip + j]. (Blocking k to keep the strip in L1
+// acc[r][j] (+)= sum_k a[k * kPanelRows + r] * b[k * kStrip + j]. (Blocking k to keep the strip in L1
 // measured no faster on AVX2: the strip streams from L2 fast enough for 8 FMAs per step.)
 template <typename Acc>
-void MicroKernel(int64_t fan_in, const Acc* __restrict a, const Acc* __restrict b, Acc* __restrict acc) {
-  for (int64_t i = 0; i < kRows * kStrip; ++i) acc[i] = Acc(0);
-  for (int64_t k = 0; k < fan_in; ++k) {
+void MicroKernel(int64_t rows, const Acc* __restrict a, const Acc* __restrict b, bool accumulate,
+                 Acc* __restrict acc) {
+  if (!accumulate) {
+    for (int64_t i = 0; i < kRows * kStrip; ++i) acc[i] = Acc(0);
+  }
+  for (int64_t k = 0; k < rows; ++k) {
     const Acc* bk = b + k * kStrip;
     const Acc* ak = a + k * kPanelRows;
     for (int64_t r = 0; r < kRows; ++r) {
@@ -139,39 +190,11 @@ void MicroKernel(int64_t fan_in, const Acc* __restrict a, const Acc* __restrict 
 typedef float Float8 __attribute__((vector_size(32)));
 static_assert(kStrip == 16, "the float kernels cover a strip with two vectors of 8");
 
-// The statistics passes in the same vector types (the scalar template above stays scalar: 16 separate
-// accumulators that the compiler does not pack into vectors).
-inline void Standardize(float* strip, int64_t fan_in, const ConvGeometry& g, float* rstd, float* correction) {
-  const float inv = 1.0f / static_cast<float>(fan_in);
-  Float8 total[2] = {}, s1[2] = {}, s2[2] = {};
-  for (int64_t i = 0; i < fan_in; ++i) {
-    for (int h = 0; h < 2; ++h) {
-      Float8 v;
-      std::memcpy(&v, strip + i * kStrip + 8 * h, sizeof v);
-      total[h] += v;
-    }
-  }
-  const Float8 mean[2] = {total[0] * inv, total[1] * inv};
-  for (int64_t i = 0; i < fan_in; ++i) {
-    for (int h = 0; h < 2; ++h) {
-      float* p = strip + i * kStrip + 8 * h;
-      Float8 v;
-      std::memcpy(&v, p, sizeof v);
-      const Float8 d = v - mean[h];
-      s1[h] += d;
-      s2[h] += d * d;
-      if (g.center) std::memcpy(p, &d, sizeof d);
-    }
-  }
-  float s1_lanes[kStrip], s2_lanes[kStrip];
-  std::memcpy(s1_lanes, s1, sizeof s1_lanes);
-  std::memcpy(s2_lanes, s2, sizeof s2_lanes);
-  Finish(s1_lanes, s2_lanes, inv, g, rstd, correction);
-}
-
-inline void MicroKernel(int64_t fan_in, const float* __restrict a, const float* __restrict b, float* __restrict acc) {
+inline void MicroKernel(int64_t rows, const float* __restrict a, const float* __restrict b, bool accumulate,
+                        float* __restrict acc) {
   Float8 c[kRows][2] = {};
-  for (int64_t k = 0; k < fan_in; ++k) {
+  if (accumulate) std::memcpy(c, acc, sizeof c);
+  for (int64_t k = 0; k < rows; ++k) {
     Float8 b0, b1;  // memcpy, not a cast: the strip is only float-aligned as far as the types say
     std::memcpy(&b0, b + k * kStrip, sizeof b0);
     std::memcpy(&b1, b + k * kStrip + 8, sizeof b1);
@@ -196,39 +219,67 @@ void RunTask(const Job<T, Acc>& job, int64_t task) {
   const int64_t out_plane = g.output_plane;
   const int64_t per_group = g.group_out_channels;
   const T* x_group = job.x + t.group * g.group_in_channels * g.input_plane;
+  const int64_t block_rows = std::min(fan_in, kBlockRows);
+  // One block: packed once, its passes read it in place. Several: each pass packs every block again
+  // (patches this long are rare and their product dominates).
+  const bool one_block = block_rows == fan_in;
+  const int64_t panel_begin = t.chunk * plan.chunk_panels;
+  const int64_t panel_end = std::min(panel_begin + plan.chunk_panels, plan.panels);
   Scratch<Acc>& scratch = ThreadScratch<Acc>();
-  Acc* strip = scratch.strip.Reserve(static_cast<size_t>(fan_in * kStrip));
+  Acc* strip = scratch.strip.Reserve(static_cast<size_t>(block_rows * kStrip));
+  Acc* partial = scratch.partial.Reserve(static_cast<size_t>(std::max<int64_t>(panel_end - panel_begin, 1) *
+                                                             kPanelRows * kStrip));
   StripMap map;
   const int64_t tile_begin = t.tile * plan.tile_columns;
   const int64_t tile_end = std::min(tile_begin + plan.tile_columns, plan.columns);
-  const int64_t panel_begin = t.chunk * plan.chunk_panels;
-  const int64_t panel_end = std::min(panel_begin + plan.chunk_panels, plan.panels);
   for (int64_t first = tile_begin; first < tile_end; first += kStrip) {
     const int64_t width = std::min(kStrip, tile_end - first);
     MapStrip(g, s, first, width, &map);
-    Acc rstd[kStrip], correction[kStrip];
-    PackStrip(x_group, g, s, map, strip);
-    Standardize(strip, fan_in, g, rstd, correction);
+    ColumnSums<Acc> sums;
+    for (int64_t row = 0; row < fan_in; row += block_rows) {
+      const int64_t rows = std::min(block_rows, fan_in - row);
+      PackRows(x_group, g, s, map, row, rows, strip);
+      AddTotals(strip, rows, row == 0, sums);
+    }
+    Acc mean[kStrip], rstd[kStrip], correction[kStrip];
+    Means(sums, fan_in, mean);
+    for (int64_t row = 0; row < fan_in; row += block_rows) {
+      const int64_t rows = std::min(block_rows, fan_in - row);
+      if (!one_block) PackRows(x_group, g, s, map, row, rows, strip);
+      AddDeviations(strip, rows, mean, one_block && g.center, sums);
+    }
+    Finish(sums, fan_in, g, rstd, correction);
+    for (int64_t row = 0; row < fan_in; row += block_rows) {
+      const int64_t rows = std::min(block_rows, fan_in - row);
+      if (!one_block) {
+        PackRows(x_group, g, s, map, row, rows, strip);
+        if (g.center) Centre(strip, rows, mean);
+      }
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const Acc* a = job.panels + ((t.group * plan.panels + panel) * fan_in + row) * kPanelRows;
+        const int64_t channels = std::min(kPanelRows, per_group - panel * kPanelRows);
+        Acc* acc = partial + (panel - panel_begin) * kPanelRows * kStrip;
+        for (int64_t half = 0; half < channels; half += kRows) {
+          MicroKernel(rows, a + half, strip, row > 0, acc + half * kStrip);
+        }
+      }
+    }
     int64_t y_offset[kStrip];
     for (int sg = 0; sg < map.segments; ++sg) {
       const Segment& seg = map.segment[sg];
       for (int64_t j = seg.begin; j < seg.end; ++j) y_offset[j] = seg.y_offset + (j - seg.begin);
     }
     for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-      const Acc* a = job.panels + (t.group * plan.panels + panel) * fan_in * kPanelRows;
       const int64_t channels = std::min(kPanelRows, per_group - panel * kPanelRows);
-      for (int64_t half = 0; half < channels; half += kRows) {
-        Acc acc[kRows * kStrip];
-        MicroKernel(fan_in, a + half, strip, acc);
-        for (int64_t r = 0; r < std::min(kRows, channels - half); ++r) {
-          const int64_t channel = t.group * per_group + panel * kPanelRows + half + r;
-          const Acc w_sum = job.weight_sums[channel];
-          const Acc b = job.bias != nullptr ? job.bias[channel] : Acc(0);
-          T* y_channel = job.y + channel * out_plane;
-          const Acc* acc_r = acc + r * kStrip;
-          for (int64_t j = 0; j < width; ++j) {
-            StoreValue(y_channel + y_offset[j], (acc_r[j] - correction[j] * w_sum) * rstd[j] + b);
-          }
+      const Acc* acc = partial + (panel - panel_begin) * kPanelRows * kStrip;
+      for (int64_t r = 0; r < channels; ++r) {
+        const int64_t channel = t.group * per_group + panel * kPanelRows + r;
+        const Acc w_sum = job.weight_sums[channel];
+        const Acc b = job.bias != nullptr ? job.bias[channel] : Acc(0);
+        T* y_channel = job.y + channel * out_plane;
+        const Acc* acc_r = acc + r * kStrip;
+        for (int64_t j = 0; j < width; ++j) {
+          StoreValue(y_channel + y_offset[j], (acc_r[j] - correction[j] * w_sum) * rstd[j] + b);
         }
       }
     }

@@ -45,13 +45,20 @@ PackedWeights<Acc> PackWeights(const T* w, const T* b, int64_t out_channels, int
     }
     p.weight_sums[static_cast<size_t>(m)] = static_cast<Acc>(sum);
   }
-  if (b != nullptr) {
-    p.bias.resize(static_cast<size_t>(out_channels));
-    for (int64_t m = 0; m < out_channels; ++m) p.bias[static_cast<size_t>(m)] = static_cast<Acc>(ToDouble(b[m]));
-  }
+  if (b != nullptr) p.bias = ConvertBias<T, Acc>(b, out_channels);
   return p;
 }
 
+template <typename T, typename Acc>
+std::vector<Acc> ConvertBias(const T* b, int64_t out_channels) {
+  std::vector<Acc> bias(static_cast<size_t>(out_channels));
+  for (int64_t m = 0; m < out_channels; ++m) bias[static_cast<size_t>(m)] = static_cast<Acc>(ToDouble(b[m]));
+  return bias;
+}
+
+template std::vector<float> ConvertBias<float, float>(const float*, int64_t);
+template std::vector<float> ConvertBias<Half, float>(const Half*, int64_t);
+template std::vector<double> ConvertBias<double, double>(const double*, int64_t);
 template PackedWeights<float> PackWeights<float, float>(const float*, const float*, int64_t, int64_t, int64_t);
 template PackedWeights<float> PackWeights<Half, float>(const Half*, const Half*, int64_t, int64_t, int64_t);
 template PackedWeights<double> PackWeights<double, double>(const double*, const double*, int64_t, int64_t, int64_t);

@@ -23,6 +23,10 @@ struct PackedWeights {
   const Acc* bias_or_null() const { return bias.empty() ? nullptr : bias.data(); }
 };
 
+// b: M values in the accumulation type.
+template <typename T, typename Acc>
+std::vector<Acc> ConvertBias(const T* b, int64_t out_channels);
+
 // w: (M, fan_in) row-major with M = group * M/group; b: M values or null.
 template <typename T, typename Acc>
 PackedWeights<Acc> PackWeights(const T* w, const T* b, int64_t out_channels, int64_t group, int64_t fan_in);

@@ -90,7 +90,9 @@ class CudaKernel {
     ThrowOnError(api_, api_.KernelContext_GetGPUComputeStream(context, &stream));
     const Device gpu = DeviceOfInput(api_, context);
     const bool half = type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-    ScratchBuffer scratch(api_, context, gpu.memory, ScratchBytes(call.geometry, gpu.multiprocessors, half));
+    const size_t scratch_bytes = ScratchBytes(call.geometry, gpu.multiprocessors, half);
+    CheckBufferBytes(attributes_.limits, "the CUDA scratch buffer", static_cast<int64_t>(scratch_bytes), 1);
+    ScratchBuffer scratch(api_, context, gpu.memory, scratch_bytes);
     const void* bias = call.has_bias ? call.b.data : nullptr;
     cudaError_t status;
     if (type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {

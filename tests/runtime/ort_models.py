@@ -25,8 +25,10 @@ TENSOR_TYPE = {
 }
 
 
-def nc_model(w, b=None, *, x_dtype=None, name="nc", w_input=False, b_input=False, **attributes) -> bytes:
-    """A model computing Y = NormalizedConv(X, W[, B]); W and B are initializers unless *_input."""
+def nc_model(w, b=None, *, x_dtype=None, name="nc", w_input=False, b_input=False, empty_b=False,
+             **attributes) -> bytes:
+    """A model computing Y = NormalizedConv(X, W[, B]); W and B are initializers unless *_input. With
+    empty_b and no B the node names B with the empty string, as exporters write an absent bias."""
     w = np.asarray(w)
     x_type = TENSOR_TYPE[np.dtype(x_dtype or w.dtype)]
     inputs = [helper.make_tensor_value_info("X", x_type, None)]
@@ -42,6 +44,8 @@ def nc_model(w, b=None, *, x_dtype=None, name="nc", w_input=False, b_input=False
             initializers.append(numpy_helper.from_array(value, key))
         if key == "B":
             names.append("B")
+    if b is None and empty_b:
+        names.append("")
     node = helper.make_node("NormalizedConv", names, ["Y"], domain=DOMAIN, name=name, **attributes)
     graph = helper.make_graph([node], "nc", inputs, [helper.make_tensor_value_info("Y", x_type, None)], initializers)
     model = helper.make_model(graph, opset_imports=OPSETS)
@@ -97,9 +101,9 @@ def available_isas() -> list[str]:
     return isas
 
 
-def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Runs code in a fresh interpreter with the tests folder importable."""
-    env = dict(os.environ)
+def run_python(code: str, timeout: float = 120, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter with the tests folder importable (and `env_extra` in its environment)."""
+    env = dict(os.environ, **(env_extra or {}))
     tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join([tests, os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)

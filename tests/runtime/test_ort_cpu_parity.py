@@ -96,6 +96,13 @@ def test_without_bias_and_with_weights_as_graph_inputs():
     assert_parity(y, reference(x, w, None, **attributes), np.float32)
     y = _run(nc_model(w, b, w_input=True, b_input=True, **attributes), x, W=w, B=b)
     assert_parity(y, reference(x, w, b, **attributes), np.float32)
+    # W constant (packed once) with B absent under the empty name, or B a graph input read per call.
+    y = _run(nc_model(w, None, empty_b=True, **attributes), x)
+    assert_parity(y, reference(x, w, None, **attributes), np.float32)
+    for dtype in (np.float32, np.float16, np.float64):
+        xd, wd, bd = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+        y = _run(nc_model(wd, bd, b_input=True, **attributes), xd, B=bd)
+        assert_parity(y, reference(xd, wd, bd, **attributes), dtype)
 
 
 @pytest.mark.parametrize("index", [10, 15, 16])
@@ -135,3 +142,53 @@ def test_empty_batch():
     x, w, b, attributes = _case(3, np.float32)
     y = _run(nc_model(w, b, **attributes), x[:0])
     assert y.shape == (0, 16, 13, 11)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attributes", [
+    ((1, 2, 2600), (3, 2, 2500), dict(pads=[7, 3])),  # patches of 5000 rows: a block across channels, one inside one
+    ((1, 2, 40, 40), (3, 2, 33, 33), dict(pads=[4, 4, 4, 4])),  # 1089 kernel offsets: past the vector backends
+])
+def test_long_kernels(x_shape, w_shape, attributes, isa):
+    """Kernels too long for the vector backends' per-offset tables: the portable backend works through
+    the patch in blocks, so its scratch does not grow with the kernel."""
+    rng = np.random.default_rng(80)
+    x = (5.0 + rng.standard_normal(x_shape)).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+    y = _run(nc_model(w, None, **attributes), x)
+    assert_parity(y, reference(x, w, None, **attributes), np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("epsilon", [1e-5, 1e-20, 1e-30, 1.1754944e-38])
+def test_flat_patches_give_exactly_the_bias(dtype, epsilon, isa):
+    """docs/op.md: an exactly flat patch is centred to exactly 0, so its output is B for every epsilon
+    (where 1/sqrt(epsilon) would amplify any rounding of the mean to thousands)."""
+    rng = np.random.default_rng(90)
+    for value, w_shape in ((200.0, (4, 1, 3, 5)), (0.1, (5, 3, 3, 3)), (-7.3, (9, 6, 2, 2))):
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        x = np.full((2, w_shape[1], 8, 9), value, dtype)
+        y = _run(nc_model(w, b, epsilon=epsilon), x)
+        np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, -1, 1, 1), y.shape))
+        y = _run(nc_model(w, None, epsilon=epsilon), x)
+        np.testing.assert_array_equal(y, np.zeros_like(y))
+
+
+@pytest.mark.parametrize("center,scale", [(1, 1), (0, 1), (1, 0), (0, 0)])
+def test_non_finite_values(center, scale, isa):
+    """docs/op.md, "Non-finite values": with center or scale a patch holding inf or NaN gives NaN; with
+    neither the op is a convolution and follows IEEE arithmetic; other patches are untouched."""
+    w = np.array([[[1.0, 2.0, -1.0]], [[-2.0, 0.5, 3.0]]], np.float32)
+    for bad in (np.inf, -np.inf, np.nan):
+        x = np.array([[[0.0, bad, 0.0, 1.0, 2.0, 4.0, 3.0]]], np.float32)
+        y = _run(nc_model(w, None, center=center, scale=scale), x)
+        touched = y[..., :2]
+        if center or scale:
+            assert np.isnan(touched).all(), touched
+        else:
+            with np.errstate(invalid="ignore"):
+                expected = np.stack([np.correlate(x[0, 0], w[m, 0], "valid") for m in range(2)])[None, :, :2]
+            np.testing.assert_array_equal(touched, expected)
+        finite = x[..., 3:]
+        expected = reference(finite, w, None, center=center, scale=scale)
+        assert_parity(y[..., 3:], expected, np.float32)

@@ -44,6 +44,7 @@ def test_import_does_not_import_torch():
 
 
 def test_missing_library_names_the_expected_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("NCNN_ONNX_LIBRARY", raising=False)  # make sanitize points it at its own build
     monkeypatch.setattr(runtime, "_package_dirs", lambda: [tmp_path])
     with pytest.raises(FileNotFoundError, match=str(tmp_path / runtime.LIBRARY_NAME)):
         runtime.get_library_path()
@@ -93,3 +94,35 @@ def test_the_library_kernel_runs(tmp_path):
     assert ran, "no NormalizedConv node in the profile"
     assert {e["args"]["provider"] for e in ran} == {"CPUExecutionProvider"}
     assert glob.glob(str(tmp_path / "profile*.json"))
+
+
+@pytest.mark.parametrize("version", [2, 99])
+@pytest.mark.parametrize("as_path", [False, True])
+def test_later_op_versions_are_refused(version, as_path, tmp_path):
+    """onnxruntime resolves every import of the domain to the one schema the library registers, so the
+    session helper reads the import itself and refuses what the library does not implement."""
+    _, w, model = _small()
+    proto = onnx.load_from_string(model)
+    for opset in proto.opset_import:
+        if opset.domain == "ncnn_onnx":
+            opset.version = version
+    source = proto.SerializeToString()
+    if as_path:
+        source = tmp_path / "model.onnx"
+        onnx.save(proto, source)
+    with pytest.raises(ValueError, match=f"imports ncnn_onnx opset version {version}; .* version 1 only"):
+        runtime.InferenceSession(source)
+
+
+def test_opset_imports_are_read_without_loading_the_graph(tmp_path):
+    from ncnn_onnx.runtime.opset import domain_versions
+
+    _, _, model = _small()
+    assert domain_versions(model) == {"": 17, "ncnn_onnx": 1}
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model)
+    assert domain_versions(path) == {"": 17, "ncnn_onnx": 1}
+    # Not a model at all: onnxruntime, not the helper, says what is wrong with it.
+    path.write_bytes(b"\x07garbage")
+    with pytest.raises(Exception, match="(?i)protobuf|parse|load"):
+        runtime.InferenceSession(path)
