@@ -15,6 +15,12 @@ that lives on `m`, which is `cg` times smaller than x. Hence, exactly and withou
 so NC costs one ordinary convolution plus a GroupNorm-sized amount of elementwise work; the k^2-times
 im2col matrix of the input is never formed. Zero padding is exact too: a padded location has m = q = 0.
 
+Non-finite inputs (docs/op.md, "Non-finite values"): every step above is local to a location (m, x - m)
+or to a patch (its statistics, the product), so a NaN or inf reaches exactly the outputs whose patch
+holds it, where the centring (inf - inf) or the variance makes them NaN. With center=0 and scale=0 the op
+is a plain convolution and must give its IEEE results (inf stays inf): that case calls the convolution
+itself instead of the decomposition.
+
 Everything here works on any number of spatial dims (1, 2 or 3) and takes explicit per-side pads.
 """
 
@@ -126,6 +132,19 @@ def _conv_input(xc: Tensor, geo: ConvGeometry) -> tuple[Tensor, list[int]]:
     return F.pad(xc, geo.torch_pad()), [0] * k
 
 
+def is_plain(center: bool, scale: bool) -> bool:
+    """center=0 and scale=0: the op is exactly a convolution (IEEE arithmetic of sum_i W_i v_i + B)."""
+    return not center and not scale
+
+
+def convolution(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
+    """The plain convolution with the geometry's (possibly asymmetric) pads; differentiable."""
+    conv_in, conv_pad = _conv_input(x, geo)
+    return torch.convolution(
+        conv_in, weight, bias, list(geo.stride), conv_pad, list(geo.dilation), False, [0] * geo.ndim, geo.groups
+    )
+
+
 def _per_group(t: Tensor, groups: int) -> Tensor:
     """(N, M, *s) -> (N, G, M/G, flat s)."""
     return t.reshape(t.shape[0], groups, t.shape[1] // groups, -1)
@@ -152,9 +171,17 @@ def _grouped(x: Tensor, groups: int) -> Tensor:
 
 
 def centre_channels(x: Tensor, groups: int) -> tuple[Tensor, Tensor]:
-    """Per group and location: channel mean m and channel-centred x (N, G, cg, *spatial), statistics dtype."""
+    """Per group and location: channel mean m and channel-centred x (N, G, cg, *spatial), statistics dtype.
+
+    Where a location's channels all hold one value, m is that value itself: the rounded mean of equal
+    values need not give it back (3 x 7.7 in float32), and an exactly flat patch must centre to exactly 0,
+    or 1/sqrt(eps) amplifies the rounding (docs/op.md, "Limits").
+    """
     xg = _grouped(x, groups)
     m = xg.mean(2)
+    if xg.shape[2] > 1:
+        low, high = torch.aminmax(xg, dim=2)
+        m = torch.where(low == high, low, m)
     return m, xg - m.unsqueeze(2)
 
 
@@ -204,7 +231,11 @@ def forward(
 
     Returns Y and, `for_backward`, the unscaled pre-bias output W . (v - mu*center) and the patch
     statistics. x and weight share one dtype; statistics are computed in at least float32.
+    With center=0 and scale=0 it is the plain convolution, and the other two are None (`backward`
+    needs neither then).
     """
+    if is_plain(center, scale):
+        return convolution(x, weight, bias, geo), None, None
     n, c = x.shape[:2]
     kernel = list(weight.shape[2:])
     out_ch = weight.shape[0]
@@ -215,9 +246,10 @@ def forward(
 
     m, xcg = centre_channels(x, g)
     conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
+    # Contiguous: the per-group views below split the channel dim, which a channels_last result cannot.
     ylin = torch.convolution(
         conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation), False, [0] * geo.ndim, g
-    ).to(sdt)
+    ).to(sdt).contiguous()
     del conv_in
     st = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=True)
     del xcg
@@ -237,14 +269,22 @@ def forward(
             ylin_g.mul_(rstd_g)
         if bias_g is not None:
             ylin_g.add_(bias_g)
-        return ylin.to(x.dtype), None, None
+        return in_memory_format_of(ylin.to(x.dtype), x), None, None
     y = torch.empty_like(ylin)  # a fresh base tensor, not a view: callers may modify it in place
     y_g = y.view(ylin_g.shape)
     if scale:
         torch.mul(ylin_g, rstd_g, out=y_g) if bias_g is None else torch.addcmul(bias_g, ylin_g, rstd_g, out=y_g)
     else:
         y_g.copy_(ylin_g) if bias_g is None else torch.add(ylin_g, bias_g, out=y_g)
-    return y.to(x.dtype), ylin.to(x.dtype), st
+    return in_memory_format_of(y.to(x.dtype), x), ylin.to(x.dtype), st
+
+
+def in_memory_format_of(y: Tensor, x: Tensor) -> Tensor:
+    """y in x's memory format, as convolutions return it (channels_last in, channels_last out)."""
+    for fmt, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        if x.dim() == rank and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
+            return y.contiguous(memory_format=fmt)
+    return y
 
 
 def backward(
@@ -270,6 +310,8 @@ def backward(
     decomposition as the forward pass, so no cancellation appears here either.
     """
     need_x, need_w, need_b = needs
+    if is_plain(center, scale):
+        return _convolution_backward(grad_y, x, weight, has_bias, geo, needs)
     n, c = x.shape[:2]
     spatial = list(x.shape[2:])
     kernel = list(weight.shape[2:])
@@ -309,8 +351,8 @@ def backward(
             gw = conv_grads(s, conv_in, conv_pad, [False, True, False])[1]
             del conv_in
             w_patch = torch.bmm(s_b, patch_term.transpose(1, 2)).view(n, out_ch, n_k).sum(0)
-            gw = gw.to(sdt).view(out_ch, cg, n_k).add_(w_patch.unsqueeze(1))
-            grad_w = gw.view(weight.shape).to(weight.dtype)
+            gw = gw.to(sdt).reshape(out_ch, cg, n_k).add_(w_patch.unsqueeze(1))
+            grad_w = in_memory_format_of(gw.view(weight.shape).to(weight.dtype), weight)
         xcg = None  # freed here, before the input gradient is allocated
         if need_x:
             shape_in, conv_pad = _conv_input(x, geo)
@@ -322,6 +364,30 @@ def backward(
     return grad_x, grad_w, grad_b
 
 
+def _crop_padding(gx: Tensor, geo: ConvGeometry, spatial) -> Tensor:
+    """The gradient of a hand-padded input (`_conv_input`, asymmetric pads) back on the input itself."""
+    if geo.symmetric:
+        return gx
+    crop = [slice(None), slice(None)] + [slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(geo.ndim)]
+    return gx[tuple(crop)].contiguous()
+
+
+def _convolution_backward(grad_y, x, weight, has_bias, geo: ConvGeometry, needs):
+    """Gradients of the plain convolution (center=0, scale=0)."""
+    need_x, need_w, need_b = needs
+    conv_in, conv_pad = _conv_input(x, geo)
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        grad_y.to(x.dtype), conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation), False,
+        [0] * geo.ndim, geo.groups, [need_x, need_w, False],
+    )
+    if gx is not None:
+        gx = _crop_padding(gx, geo, list(x.shape[2:]))
+    gb = None
+    if need_b and has_bias:
+        gb = grad_y.to(statistics_dtype(x.dtype)).sum(dim=[0] + list(range(2, grad_y.dim()))).to(weight.dtype)
+    return gx, gw, gb
+
+
 def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale):
     """Adds the centring and scaling terms of dv to the transposed convolution's gx."""
     n, c = x.shape[:2]
@@ -331,12 +397,8 @@ def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, 
     n_k = math.prod(kernel)
     fan_in = cg * n_k
     sdt = statistics_dtype(x.dtype)
-    if not geo.symmetric:
-        crop = [slice(None), slice(None)] + [
-            slice(geo.pads[d], geo.pads[d] + spatial[d]) for d in range(geo.ndim)
-        ]
-        gx = gx[tuple(crop)].contiguous()
-    gx_g = gx.to(sdt).view(n, g, cg, *spatial)
+    gx = _crop_padding(gx, geo, spatial)
+    gx_g = gx.to(sdt).reshape(n, g, cg, *spatial)
     per_patch = torch.zeros(n, g, n_k, *out, dtype=sdt, device=gx.device)
     coeff_x = None
     if center:
@@ -355,4 +417,4 @@ def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, 
         # x - m again (freed while the convolution gradients were taken): centred before the product, so
         # no cancellation on bright inputs.
         gx_g.addcmul_(coeff_x.unsqueeze(2), _centred(x, stats.m), value=-1)
-    return gx_g.view(gx.shape).to(gx.dtype)
+    return in_memory_format_of(gx_g.view(gx.shape).to(gx.dtype), x)

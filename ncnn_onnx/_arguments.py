@@ -7,7 +7,8 @@ Every error names the argument and says what was expected and what was got.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+import struct
+from typing import Optional, Sequence, Union
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -97,6 +98,11 @@ def check_shapes(
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     channels = input_shape[1]
     out_channels = weight_shape[0]
+    if channels == 0:
+        raise ValueError(
+            f"input has 0 channels (shape {tuple(input_shape)}): a normalized conv standardizes patches of "
+            f"C/groups * prod(kernel) values, and an empty patch has no mean or variance"
+        )
     if channels % groups:
         raise ValueError(f"input channels ({channels}) must be divisible by groups ({groups})")
     if out_channels % groups:
@@ -122,9 +128,41 @@ def check_shapes(
     return out
 
 
-def check_eps(eps: float) -> float:
+def as_float32(value: float) -> float:
+    """`value` rounded to the nearest float32 (0.0 or inf where it underflows or overflows)."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+# The smallest normal float32, 2^-126.
+FLOAT32_TINY = 2.0**-126
+
+
+def eps_error(eps, name: str = "eps", float32: bool = True) -> Optional[str]:
+    """Why `eps` cannot be used, or None. NC's epsilon is a float32 (the op's attribute, and the
+    statistics of float32 and float16 models) and must be a normal one: one that rounds to 0 makes every
+    exactly flat patch 0/0 = NaN, a subnormal one acts as 0 where denormals are flushed to zero (an
+    onnxruntime session option, and common in GPU arithmetic), one that rounds to inf makes every output B.
+    The layer, the functional call, the exporter and the kernel library share this rule (docs/op.md,
+    "Limits"); `float32=False` asks only for a finite float > 0."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a finite float > 0, got {eps!r}")
+        return f"{name} must be a finite float > 0, got {eps!r}"
+    eps32 = as_float32(float(eps))
+    if float32 and not FLOAT32_TINY <= eps32 < math.inf:
+        return (
+            f"{name}={eps!r} is not a finite, normal float32 (>= 1.17549435e-38; it rounds to {eps32!r} in "
+            f"float32), and NC's epsilon is a float32"
+        )
+    return None
+
+
+def check_eps(eps, name: str = "eps", float32: bool = True) -> float:
+    """`eps` as a float, or ValueError naming `name` (see `eps_error`)."""
+    problem = eps_error(eps, name, float32)
+    if problem is not None:
+        raise ValueError(problem)
     return float(eps)
 
 

@@ -29,6 +29,10 @@ class NormalizedConvFunction(torch.autograd.Function):
         y, ylin, stats = _algorithm.forward(x, weight, bias, geo, eps, center, scale)
         ctx.args = (geo, eps, center, scale)
         ctx.has_bias = bias is not None
+        if stats is None:  # a plain convolution (center=0, scale=0): its backward needs x and weight only
+            ctx.keep_stats = False
+            ctx.save_for_backward(x, weight, None)
+            return y
         # Keep the patch statistics only while they are no larger than x (not for depthwise layers,
         # whose patch maps are K times the input): memory stays O(input), else recompute.
         if center:
@@ -84,7 +88,10 @@ def _setup_context(ctx, inputs, output):
 
 def _op_backward(ctx, grad_y):
     x, weight, bias = ctx.saved_tensors
-    _, ylin, stats = _algorithm.forward(x, weight, bias, *ctx.args)
+    geo, eps, center, scale = ctx.args
+    ylin = stats = None
+    if not _algorithm.is_plain(center, scale):  # a plain convolution's backward needs neither
+        _, ylin, stats = _algorithm.forward(x, weight, bias, *ctx.args)
     gx, gw, gb = _algorithm.backward(
         grad_y.contiguous(), x, weight, ctx.has_bias, ylin, stats, *ctx.args, ctx.needs_input_grad[:3]
     )

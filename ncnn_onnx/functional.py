@@ -93,6 +93,9 @@ def _compute_dtype(input: Tensor, weight: Tensor, bias: Optional[Tensor]):
             raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
         if weight.dtype != input.dtype:
             raise TypeError(f"input and weight must have the same dtype, got {input.dtype} and {weight.dtype}")
+        if bias is not None and bias.dtype != input.dtype:
+            # F.conv*d refuses it too ("Input type (float) and bias type (double) should be the same").
+            raise TypeError(f"input and bias must have the same dtype, got {input.dtype} and {bias.dtype}")
         dtype = input.dtype
     input, weight = input.to(dtype), weight.to(dtype)
     if bias is not None:

@@ -36,7 +36,8 @@ class _NormalizedConvMixin:
         self.center = bool(center)
         self.scale = bool(scale)
         self.weight_standardization = bool(weight_standardization)
-        self.ws_eps = _arguments.check_eps(ws_eps)
+        # ws_eps is not an op attribute: it only needs to be positive in the weight's own dtype.
+        self.ws_eps = _arguments.check_eps(ws_eps, "ws_eps", float32=False)
         if affine:
             self.gain = nn.Parameter(torch.ones(self.out_channels, device=device, dtype=dtype))
         else:
@@ -90,6 +91,11 @@ def _nc_init(conv_cls):
         eps: float = 1e-5, center: bool = True, scale: bool = True, affine: bool = False,
         weight_standardization: bool = False, ws_eps: float = 1e-5,
     ) -> None:
+        if in_channels == 0:  # nn.Conv*d accepts it; NC has no patch to standardize
+            raise ValueError(
+                "in_channels must be >= 1 for a normalized convolution, got 0: it standardizes patches of "
+                "in_channels/groups * prod(kernel_size) values, and an empty patch has no mean or variance"
+            )
         conv_cls.__init__(
             self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
             padding_mode, device, dtype,

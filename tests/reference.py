@@ -72,6 +72,49 @@ def nc_reference(x, w, b=None, stride=1, pads=0, dilation=1, groups=1, eps=1e-5,
     return y
 
 
+def non_finite_input(shape, value, seed: int = 0) -> np.ndarray:
+    """A float64 input (N >= 2, C >= 4) with `value` (an inf or NaN) at a few places: inside, at an edge
+    (so padded patches see it) and, beside a `-value`, where some patches see both signs (inf - inf)."""
+    x = np.random.default_rng(seed).standard_normal(shape) * 3 + 2
+    spatial = shape[2:]
+    x[(0, 1, *[s // 2 for s in spatial])] = value
+    x[(1, 2, *[0] * len(spatial))] = value
+    x[(1, 3, *[s - 1 for s in spatial])] = value
+    x[(1, 3, *[s - 3 for s in spatial])] = -value
+    return x
+
+
+def non_finite_patches(x, w, stride=1, pads=0, dilation=1, groups=1) -> np.ndarray:
+    """(N, M, O...) bools: the outputs whose patch (zero padding included) holds a NaN or an inf."""
+    bad = torch.from_numpy(~np.isfinite(_numpy(x))).double()
+    k = bad.dim() - 2
+    pads = (pads,) * (2 * k) if isinstance(pads, int) else tuple(pads)
+    bad = F.pad(bad, [p for d in reversed(range(k)) for p in (pads[d], pads[k + d])])
+    conv = (F.conv1d, F.conv2d, F.conv3d)[k - 1]
+    ones = torch.ones(tuple(np.shape(w)), dtype=torch.float64)
+    return (conv(bad, ones, stride=stride, dilation=dilation, groups=groups) > 0).numpy()
+
+
+def assert_non_finite_rule(y, x, w, b, dtype, stride=1, pads=0, dilation=1, groups=1, center=True, scale=True):
+    """docs/op.md, "Non-finite values": with center or scale, NaN exactly at the outputs whose patch holds
+    a NaN or inf, in every output channel; with neither, the convolution's IEEE results; everywhere,
+    outputs of finite patches finite and within the parity bar of the reference (which follows the rule:
+    non-finite outputs must equal its own, NaN for NaN and inf for inf of the same sign)."""
+    geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    x, w, b, y = _numpy(x), _numpy(w), None if b is None else _numpy(b), _numpy(y)
+    seen = non_finite_patches(x, w, **geometry)
+    assert seen.any() and not seen.all(), "the case must have both kinds of patch"
+    assert np.isfinite(y[~seen]).all(), "a non-finite input reached an output whose patch does not hold it"
+    if center or scale:
+        assert np.array_equal(np.isnan(y), seen), "NaN must be exactly where a patch holds a NaN or an inf"
+    ref = _numpy(nc_reference(x, w, b, center=center, scale=scale, **geometry))
+    for what, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        wrong = test(y) != test(ref)
+        assert not wrong.any(), f"{what} differs from the reference at {np.argwhere(wrong)[:4].tolist()}"
+    finite = np.isfinite(ref)
+    assert_parity(y[finite], ref[finite], dtype)
+
+
 def _tuple(v, n):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 

@@ -3,9 +3,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ncnn_onnx import functional as ncf
-from reference import assert_parity, nc_reference, photo_scales, photographs
+from reference import (
+    assert_non_finite_rule, assert_parity, nc_reference, non_finite_input, photo_scales, photographs,
+)
 
 FUNCS = {1: ncf.normalized_conv1d, 2: ncf.normalized_conv2d, 3: ncf.normalized_conv3d}
 SPATIAL = {1: (23,), 2: (11, 10), 3: (7, 6, 5)}
@@ -165,6 +168,53 @@ def test_non_finite_inputs_propagate():
     assert torch.isfinite(y[0, :, 0, 5]).all()  # a patch that sees neither stays finite
 
 
+CENTER_SCALE = list(itertools.product([False, True], repeat=2))
+
+
+@pytest.mark.parametrize("center,scale", CENTER_SCALE)
+def test_infinite_input_in_one_dimension(center, scale):
+    """The smallest case of the rule: three patches, two of which see the inf."""
+    x = torch.tensor([[[0.0, float("inf"), 0.0, 1.0, 2.0]]])
+    y = ncf.normalized_conv1d(x, torch.ones(1, 1, 3), center=center, scale=scale)[0, 0]
+    if center or scale:
+        assert torch.isnan(y[:2]).all()
+    else:  # a plain convolution: inf + 0 + 0 is inf, as conv1d gives
+        assert torch.equal(y[:2], torch.full((2,), float("inf")))
+        assert torch.equal(y, F.conv1d(x, torch.ones(1, 1, 3))[0, 0])
+    assert torch.isfinite(y[2])
+
+
+@pytest.mark.parametrize("center,scale", CENTER_SCALE)
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), float("nan")], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("ndim", [1, 2])
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_non_finite_inputs_follow_the_rule(ndim, value, center, scale, training):
+    """docs/op.md, "Non-finite values", on both forward paths (the opaque op, the autograd function)."""
+    x = non_finite_input((2, 4, *SPATIAL[ndim]), value, seed=ndim)
+    rng = np.random.default_rng(ndim)
+    w, b = rng.standard_normal((6, 2) + (3,) * ndim), rng.standard_normal(6)
+    xt = torch.from_numpy(x).float().requires_grad_(training)
+    wt, bt = torch.from_numpy(w).float(), torch.from_numpy(b).float()
+    y = FUNCS[ndim](xt, wt, bt, padding=1, groups=2, center=center, scale=scale)
+    assert_non_finite_rule(y, xt, wt, bt, torch.float32, pads=1, groups=2, center=center, scale=scale)
+    if not (center or scale):  # exactly what the convolution gives, non-finite values included
+        conv = (F.conv1d, F.conv2d)[ndim - 1](xt, wt, bt, padding=1, groups=2)
+        torch.testing.assert_close(y, conv, equal_nan=True)
+
+
+def test_plain_convolution_gradients_match_conv():
+    """center=0, scale=0 runs the convolution itself, in training too (asymmetric 'same' pads)."""
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    args = dict(padding="same", groups=2, dilation=(2, 1))
+    y = ncf.normalized_conv2d(x, w, b, center=False, scale=False, **args)
+    grads = torch.autograd.grad(y.square().sum(), (x, w, b))
+    expected = torch.autograd.grad(F.conv2d(x, w, b, **args).square().sum(), (x, w, b))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -177,6 +227,11 @@ def test_non_finite_inputs_propagate():
         (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), b=(5,)), "bias must have shape (4,)"),
         (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), eps=0.0), "eps must be a finite float > 0"),
         (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), eps=-1.0), "eps must be a finite float > 0"),
+        (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), eps=1e-46), "eps=1e-46 is not a finite, normal float32"),
+        (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), eps=1e-40), "eps=1e-40 is not a finite, normal float32"),
+        (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), eps=1e39), "eps=1e+39 is not a finite, normal float32"),
+        (dict(x=(1, 0, 8, 8), w=(4, 0, 3, 3)), "input has 0 channels"),
+        (dict(x=(1, 0, 8, 8), w=(4, 0, 3, 3), groups=2), "input has 0 channels"),
         (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), stride=0), "stride must be >= 1"),
         (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), padding=-1), "padding must be >= 0"),
         (dict(x=(2, 4, 8, 8), w=(4, 4, 3, 3), padding=(1, 1, 1)), "padding must be an int or a tuple of 2"),
@@ -197,6 +252,27 @@ def test_bad_input_names_the_argument(kwargs, message):
 def test_dtype_mismatch_is_a_type_error():
     with pytest.raises(TypeError, match="same dtype"):
         ncf.normalized_conv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3, dtype=torch.float64))
+
+
+def test_bias_of_another_dtype_is_refused_like_conv2d():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    b = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="bias type"):  # what F.conv2d does
+        F.conv2d(x, w, b)
+    with pytest.raises(TypeError, match="input and bias must have the same dtype, got torch.float32 and torch.float64"):
+        ncf.normalized_conv2d(x, w, b)
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-20, 1e-30, 2.0**-126])
+@pytest.mark.parametrize("value, channels", [(0.0, 2), (200.0, 1), (7.7, 3), (0.1, 3), (-3.3, 6)])
+def test_flat_patches_give_exactly_the_bias(eps, value, channels):
+    """docs/op.md: for every accepted eps (down to the smallest normal float32) an exactly flat patch
+    centres to exactly 0, so its output is B; the rounded mean of 3 x 7.7 would leave 1e10 at eps 1e-45."""
+    torch.manual_seed(0)
+    x = torch.full((2, channels, 6, 7), value)
+    w, b = torch.randn(4, channels, 3, 3), torch.randn(4)
+    y = ncf.normalized_conv2d(x, w, b, eps=eps)
+    assert torch.equal(y, b.reshape(1, 4, 1, 1).expand_as(y))
 
 
 def test_generic_entry_point_takes_rank_from_weight():

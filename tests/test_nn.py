@@ -1,3 +1,7 @@
+import copy
+import re
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,3 +112,73 @@ def test_torch_export_sees_output_shapes():
     assert isinstance(out_val.shape[0], torch.SymInt), "the batch dim stays symbolic through the fake kernel"
     with torch.no_grad():
         assert torch.allclose(exported.module()(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("nc_cls", [NormalizedConv1d, NormalizedConv2d, NormalizedConv3d])
+def test_eps_that_vanishes_in_float32_is_refused_at_construction(nc_cls):
+    for eps in (1e-46, 1e-40, 1e39):
+        with pytest.raises(ValueError, match=re.escape(f"eps={eps!r} is not a finite, normal float32")):
+            nc_cls(4, 6, 3, eps=eps)
+    assert nc_cls(4, 6, 3, eps=2.0**-126).eps == 2.0**-126  # the smallest normal float32: accepted
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_zero_input_channels_are_refused_by_name(ndim):
+    nc_cls, conv_cls = LAYERS[ndim]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op"
+        conv_cls(0, 4, 3)  # torch accepts it, with no error to follow
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
+        nc_cls(0, 4, 3)
+
+
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), float("nan")], ids=["inf", "-inf", "nan"])
+def test_layer_without_center_and_scale_is_the_convolution_on_non_finite_input(value):
+    """A drop-in with center=False, scale=False gives what nn.Conv2d gives, non-finite values included."""
+    torch.manual_seed(4)
+    conv = nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect", groups=2)
+    nc = NormalizedConv2d(4, 6, 3, padding=1, padding_mode="reflect", groups=2, center=False, scale=False)
+    nc.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 4, 9, 8)
+    x[0, 1, 4, 4] = value
+    x[1, 2, 0, 3] = -value
+    with torch.no_grad():
+        y = nc(x)
+        expected = conv(x)
+        assert not torch.isfinite(expected).all() and torch.isfinite(expected).any()
+        torch.testing.assert_close(y, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "nc_cls, in_ch, out_ch, kwargs",
+    [
+        (NormalizedConv2d, 8, 8, dict(kernel_size=3, padding=1)),  # dense
+        (NormalizedConv2d, 8, 8, dict(kernel_size=3, padding=1, groups=2)),  # grouped
+        (NormalizedConv2d, 8, 8, dict(kernel_size=7, padding=3, groups=8)),  # depthwise 7x7
+        (NormalizedConv2d, 8, 16, dict(kernel_size=1)),  # pointwise
+        (NormalizedConv2d, 8, 16, dict(kernel_size=3, stride=2, padding=1, groups=4)),  # strided, grouped
+        (NormalizedConv3d, 4, 8, dict(kernel_size=3, padding=1, groups=2)),
+    ],
+)
+def test_channels_last_matches_contiguous(nc_cls, in_ch, out_ch, kwargs):
+    """Training in channels_last (batch > 1): same outputs and gradients as contiguous tensors, and the
+    memory format that torch's convolutions give (channels_last in, channels_last out)."""
+    torch.manual_seed(0)
+    layer = nc_cls(in_ch, out_ch, **kwargs)
+    spatial = (9, 10) if nc_cls is NormalizedConv2d else (5, 6, 7)
+    fmt = torch.channels_last if nc_cls is NormalizedConv2d else torch.channels_last_3d
+    x = (3.0 + torch.randn(3, in_ch, *spatial)).requires_grad_()
+    y = layer(x)
+    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    grads = (x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone())
+
+    last = copy.deepcopy(layer).to(memory_format=fmt)
+    x_last = x.detach().to(memory_format=fmt).requires_grad_()
+    y_last = last(x_last)
+    assert y_last.is_contiguous(memory_format=fmt)
+    (y_last * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    torch.testing.assert_close(y_last, y, rtol=1e-5, atol=1e-5)
+    for got, want in zip((x_last.grad, last.weight.grad, last.bias.grad), grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(last(x_last), y, rtol=1e-5, atol=1e-5)

@@ -3,11 +3,15 @@
 ONNX Runtime inlines it wherever no kernel for the op is registered, and `onnx.reference` runs it too.
 The body is the decomposition of `ncnn_onnx/_algorithm.py` (exact, no cancellation; DESIGN.md §3):
 
-    m  = channel mean per group and location;  xc = X - m
+    m  = channel mean per group and location (0 when center=0 and scale=0);  xc = X - m
     Y1 = Conv(xc, W)                              the node's own Conv attributes
     patches of m, of the residual s = sum_c xc and of q = sum_c xc^2, by one Conv with a one-hot kernel
     dev = patches(m) - mu (residual-corrected), var = (boxsum(q) + 2 sum(dev s) + cg sum(dev^2)) / I
     Y  = (Y1 + Wsum @ dev) * rstd + B             Wsum = W summed over its input channels, (G, M/G, K)
+
+Non-finite inputs follow docs/op.md ("Non-finite values"): every step is local to a location or a patch,
+so a NaN or inf reaches only the outputs whose patch holds it (NaN there, through inf - inf in xc and
+the NaN variance); with center=0 and scale=0, m = 0 makes the body the plain Conv with its IEEE results.
 
 Everything is rank-generic (1, 2 and 3 spatial dims share one body) and computed in float32
 (float64 for a float64 model: ONNX has no type promotion, so the exporter picks the working type).
@@ -94,11 +98,25 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     g = b("Div", c, cg)
     m_per_g = b("Div", m_out, g)
 
+    # center/scale select exactly (Where), never blend arithmetically: dev and m differ by ~mu, and
+    # x * 0 turns an inf into NaN.
+    center = b("Cast", b("Constant", refs=[("value_int", "center")]), to=TensorProto.BOOL)
+    scale = b("Cast", b("Constant", refs=[("value_int", "scale")]), to=TensorProto.BOOL)
+    plain = b("Not", b("Or", center, scale))
+    zero = b.const(0.0, working_type)
+
     # Channel-centre per group and location, in the working type.
     xw = b("Cast", "X", to=working_type)
     ww = b("Cast", "W", to=working_type)
     xg = b("Reshape", xw, b("Concat", n, g, cg, minus1, axis=0))  # (N, G, cg, L)
-    mean = reduce("ReduceMean", xg)
+    # center=0, scale=0 is exactly Conv(X, W) + B, with IEEE non-finite results (inf stays inf, where
+    # X - m would give inf - inf = NaN): m = 0 there makes xc = X and the patch term 0. The Where is on m,
+    # cg times smaller than X, so the common path pays next to nothing for it.
+    # Where a location's channels all hold one value the mean is that value itself (the rounded mean of
+    # equal values need not be), so an exactly flat patch centres to exactly 0 for every epsilon.
+    low = reduce("ReduceMin", xg)
+    exact_mean = b("Where", b("Equal", low, reduce("ReduceMax", xg)), low, reduce("ReduceMean", xg))
+    mean = b("Where", plain, zero, exact_mean)
     xc = b("Sub", xg, mean)
     resid = reduce("ReduceSum", xc)
     sq = reduce("ReduceSum", b("Mul", xc, xc))
@@ -124,11 +142,11 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     spread = b("Add", pq, b("Mul", dev, b("Add", b("Add", ps, ps), b("Mul", cgf, dev))))
     var = b("Div", reduce_k("ReduceSum", spread), fan_in)  # (N, G, 1, 1, P)
     eps = b("Cast", b("Constant", refs=[("value_float", "epsilon")]), to=working_type)
-    rstd = b("Reciprocal", b("Sqrt", b("Add", b("Relu", var), eps)))
+    # A variance rounded below 0 counts as 0; a NaN one (a non-finite patch) stays NaN, which Relu or Max
+    # need not guarantee (ONNX leaves their NaN behaviour open).
+    var = b("Where", b("Less", var, zero), zero, var)
+    rstd = b("Reciprocal", b("Sqrt", b("Add", var, eps)))
 
-    # center/scale select exactly (Where), never blend arithmetically: dev and m differ by ~mu.
-    center = b("Cast", b("Constant", refs=[("value_int", "center")]), to=TensorProto.BOOL)
-    scale = b("Cast", b("Constant", refs=[("value_int", "scale")]), to=TensorProto.BOOL)
     term_in = b("Where", center, dev, pm)
     factor = b("Where", scale, rstd, b.const(1.0, working_type))
 
@@ -143,8 +161,8 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     # X's data so that ONNX Runtime does not try to constant-fold this Gemm, which it cannot do
     # for float16 (it warns, then runs it in float32 anyway).
     flag = b("Cast", b("Slice", b("Reshape", "X", minus1), b.const([0]), b.const([1])), to=TensorProto.BOOL)
-    zero = b("Reshape", b("And", flag, b("Not", flag)), b.const([1, 1]))
-    zero_a = b("CastLike", zero, "X")
+    false = b("Reshape", b("And", flag, b("Not", flag)), b.const([1, 1]))
+    zero_a = b("CastLike", false, "X")
     zero_b = b("CastLike", b("ConstantOfShape", b("Concat", b.const([1]), m_out, axis=0)), "X")
     bias = b("Cast", b("Gemm", zero_a, zero_b, "B"), to=working_type)  # (1, M)
     bias = b("Reshape", bias, b("Concat", b.const([1]), g, b.const([1]), m_per_g, b.const([1]), axis=0))

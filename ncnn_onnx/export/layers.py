@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
+from .._arguments import eps_error
 from ..nn import NORMALIZED_CONV_TYPES
 from .errors import ExportError
 
@@ -41,13 +41,11 @@ def check_layers(layers: list[tuple[str, nn.Module]]) -> None:
             )
         if layer.padding_mode not in SUPPORTED_PADDING_MODES:
             raise ExportError(f"{what}: padding_mode {layer.padding_mode!r} has no ONNX equivalent")
-        # The ONNX attribute is a float32: an eps that rounds to 0 or inf would change the op.
-        eps32 = np.float32(layer.eps)
-        if not (np.isfinite(eps32) and eps32 > 0):
-            raise ExportError(
-                f"{what}: eps={layer.eps!r} is not a positive finite float32 ({eps32!r}), and the op's "
-                f"epsilon attribute is a float32"
-            )
+        # The ONNX attribute is a float32: an eps that rounds to 0 or inf would change the op. The layer
+        # refuses such an eps at construction; this catches one assigned afterwards.
+        problem = eps_error(layer.eps)
+        if problem is not None:
+            raise ExportError(f"{what}: {problem}")
 
 
 @contextlib.contextmanager

@@ -30,7 +30,8 @@ DOC = """\
 Normalized Convolution: every im2col patch v (C/group * prod(kernel_shape) values, zero padding
 included) is standardized before the dot product with the kernel:
     mu = mean(v), var = mean((v - mu)^2)
-    Y[n, m, p] = sum_i W[m, i] * (v_i - center * mu) / sqrt(var + epsilon)^scale + B[m]
+    Y[n, m, p] = sum_i W[m, i] * (center ? v_i - mu : v_i) / (scale ? sqrt(var + epsilon) : 1) + B[m]
+A patch holding NaN or inf gives NaN unless center = scale = 0 (then the op is Conv).
 Inputs, output size and the attributes shared with Conv have Conv's meaning and defaults.
 float16 is computed with float32 statistics. Specification: docs/op.md of the ncnn_onnx project."""
 

@@ -11,7 +11,7 @@ OPTIONS = {
                "--static"],
     "run": ["inputs", "--provider", "{cpu,cuda}", "--no-library", "--output-dir", "--top-k", "--threads"],
     "check": ["--reference", "--weights", "--inputs", "--input-shape", "--random"],
-    "bench": ["--input-shape", "--threads", "--repeats", "--warmup"],
+    "bench": ["--input-shape", "--threads", "--repeats", "--warmup", "--json"],
     "info": ["--debug"],
 }
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import ncnn_onnx.export  # noqa: F401  (registers the schema)
-from reference import assert_parity, nc_reference
+from reference import assert_non_finite_rule, assert_parity, nc_reference, non_finite_input
 
 SPEC = (pathlib.Path(__file__).parents[2] / "docs" / "op.md").read_text()
 
@@ -40,10 +40,36 @@ def test_attribute_table_matches_schema():
     ],
 )
 def test_direct_implementation_matches_reference(x_shape, w_shape, attrs, ref_args):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y = direct_implementation()(x, w, b, **attrs)
+    assert_parity(y, nc_reference(x, w, b, **ref_args), np.float64)
+
+
+def direct_implementation():
     code = re.search(r"```python\n(.*?)```", SPEC, re.S).group(1)
     namespace = {}
     exec(code, namespace)
-    rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-    y = namespace["normalized_conv"](x, w, b, **attrs)
-    assert_parity(y, nc_reference(x, w, b, **ref_args), np.float64)
+    return namespace["normalized_conv"]
+
+
+@pytest.mark.parametrize("center,scale", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("shape", [(2, 4, 9), (2, 4, 7, 6)], ids=["1d", "2d"])
+def test_direct_implementation_follows_the_non_finite_rule(shape, value, center, scale):
+    """The doc's reference states the section "Non-finite values" in code; hold it to the section."""
+    x = non_finite_input(shape, value, seed=len(shape))
+    ndim = len(shape) - 2
+    rng = np.random.default_rng(ndim)
+    w, b = rng.standard_normal((6, 2) + (3,) * ndim), rng.standard_normal(6)
+    with np.errstate(invalid="ignore"):  # the inf - inf of an infinite patch's mean
+        y = direct_implementation()(x, w, b, pads=[1] * (2 * ndim), group=2, center=center, scale=scale)
+    assert_non_finite_rule(y, x, w, b, np.float64, pads=1, groups=2, center=bool(center), scale=bool(scale))
+
+
+def test_spec_states_non_finite_rule_and_limits():
+    sections = re.findall(r"^## (.+)$", SPEC, re.M)
+    assert {"Non-finite values", "Limits"} <= set(sections)
+    limits = SPEC[SPEC.index("## Limits"):]
+    for needle in ("NCNN_ONNX_MAX_PAD", "NCNN_ONNX_MAX_BUFFER_BYTES", "4294967296", "normal float32", "int64"):
+        assert needle in limits, needle

@@ -12,7 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export_checks import check_model, run_evaluator, run_ort, session
 from ncnn_onnx.export import build_function
-from reference import assert_parity, nc_reference, photo_scales, photographs
+from reference import (
+    assert_non_finite_rule, assert_parity, nc_reference, non_finite_input, photo_scales, photographs,
+)
 
 ATTRIBUTES = {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "epsilon", "center", "scale"}
 ELEM = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}
@@ -118,6 +120,43 @@ def test_function_float16_and_float64(case):
     assert_parity(y16, ref16, np.float16)
     double = single_node_model(x.shape, w, b, attrs, np.float64)
     assert_parity(run_evaluator(double, x), reference(x, w, b, attrs), np.float64)
+
+
+@pytest.mark.parametrize("center,scale", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_non_finite_inputs_follow_the_rule(ndim, value, center, scale):
+    """docs/op.md, "Non-finite values", in plain ONNX Runtime (float32 and float16) and in onnx.reference:
+    NaN exactly where a patch holds a NaN or inf (center or scale), Conv's IEEE results otherwise, and
+    outputs of finite patches untouched."""
+    spatial = (13,) if ndim == 1 else (9, 10)
+    x = non_finite_input((2, 4, *spatial), value, seed=ndim)
+    rng = np.random.default_rng(ndim)
+    w, b = rng.standard_normal((6, 2) + (3,) * ndim), rng.standard_normal(6)
+    attrs = dict(pads=[1] * (2 * ndim), group=2, center=center, scale=scale)
+    geometry = dict(pads=1, groups=2, center=bool(center), scale=bool(scale))
+    for dtype in (np.float32, np.float16):
+        xd, wd, bd = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+        model = single_node_model(x.shape, w, b, attrs, dtype)
+        assert_non_finite_rule(run_ort(session(model), xd), xd, wd, bd, dtype, **geometry)
+        if dtype == np.float32:
+            with np.errstate(invalid="ignore"):  # numpy's warnings on inf - inf in onnx.reference's ops
+                y = run_evaluator(model, xd)
+            assert_non_finite_rule(y, xd, wd, bd, dtype, **geometry)
+
+
+@pytest.mark.parametrize("epsilon", [1e-5, 1e-30, 2.0**-126])
+@pytest.mark.parametrize("value, channels", [(200.0, 1), (7.7, 3), (0.1, 3)])
+def test_flat_patches_give_exactly_the_bias(epsilon, value, channels):
+    """docs/op.md, "Limits": for every accepted epsilon an exactly flat patch gives exactly B, in plain
+    ONNX Runtime and in onnx.reference (the rounded channel mean of 3 x 7.7 would not centre to 0)."""
+    rng = np.random.default_rng(channels)
+    w, b = rng.standard_normal((4, channels, 3, 3)), rng.standard_normal(4)
+    model = single_node_model((2, channels, 6, 7), w, b, dict(epsilon=epsilon))
+    x = np.full((2, channels, 6, 7), value, np.float32)
+    expected = np.broadcast_to(b.astype(np.float32).reshape(1, 4, 1, 1), (2, 4, 4, 5))
+    np.testing.assert_array_equal(run_ort(session(model), x), expected)
+    np.testing.assert_array_equal(run_evaluator(model, x), expected)
 
 
 def test_dilated_same_padding_in_evaluator():
