@@ -8,7 +8,10 @@ Three single-node models on the same input, weights, bias, pads and stride:
 - fallback: the same NC model, with its embedded standard-op function, in plain onnxruntime without the
             library, so onnxruntime inlines the function body.
 
-ResNet-18 stage shapes (3x3, stride 1, pad 1) plus one stride-2 shape, at batch 1 and 8 and 1 and 2
+ResNet-18 stage shapes (3x3, stride 1, pad 1) plus one stride-2 shape, with a bias as in the paper's
+layers; two of them again without one (a convolution followed by a norm has none, so every converted model
+runs that way); and the kinds real architectures are made of: depthwise 3x3 and 7x7 (MobileNet,
+ConvNeXt), pointwise 1x1 and a grouped 3x3 with 32 channels per group (RegNet). Batch 1 and 8, 1 and 2
 intra-op threads. Every session of a shape (three paths x thread counts) runs once per round, in a
 rotating order, and each time is the median over the rounds, so the ratios hold on a noisy shared
 machine. Cheap shapes get more rounds (up to a time budget per shape and batch).
@@ -18,6 +21,7 @@ spinning pool of the session that just ran would compete with the next one for t
 the same for all three paths. Target: NC <= 1.3x Conv.
 
     python benchmarks/ort_cpu.py [--repeats 7] [--budget 5] [--threads 1,2] [--batches 1,8] [--spin] [--quick]
+                                 [--only depthwise,pointwise,...]
 """
 
 from __future__ import annotations
@@ -35,12 +39,19 @@ from onnx import TensorProto, helper, numpy_helper
 from ncnn_onnx import runtime
 from ncnn_onnx.export import DOMAIN, OP_TYPE, VERSION, build_function
 
-SHAPES = [  # (in_ch, out_ch, size, stride)
-    (64, 64, 56, 1),
-    (128, 128, 28, 1),
-    (256, 256, 14, 1),
-    (512, 512, 7, 1),
-    (64, 128, 56, 2),
+# (in_ch, out_ch, size, stride, kernel, groups, bias)
+SHAPES = [
+    (64, 64, 56, 1, 3, 1, True),
+    (128, 128, 28, 1, 3, 1, True),
+    (256, 256, 14, 1, 3, 1, True),
+    (512, 512, 7, 1, 3, 1, True),
+    (64, 128, 56, 2, 3, 1, True),
+    (64, 64, 56, 1, 3, 1, False),
+    (512, 512, 7, 1, 3, 1, False),
+    (96, 96, 56, 1, 3, 96, False),  # depthwise 3x3
+    (96, 96, 56, 1, 7, 96, False),  # depthwise 7x7
+    (64, 256, 56, 1, 1, 1, False),  # pointwise
+    (128, 128, 28, 1, 3, 4, False),  # grouped, 32 channels per group
 ]
 # The function body needs opset >= 18; a plain Conv reads the same at any opset.
 OPSET = 18
@@ -49,15 +60,18 @@ TARGET = 1.3
 AGREEMENT = 1e-3
 
 
-def single_node(op: str, w: np.ndarray, b: np.ndarray, stride: int) -> bytes:
-    """Y = op(X, W, B) with 3x3 pad 1; the NC model carries the fallback function, as exported files do."""
+def single_node(op: str, w: np.ndarray, b, stride: int, groups: int) -> bytes:
+    """Y = op(X, W[, B]) with "same" pads; the NC model carries the fallback function, as exported files
+    do, and names an absent B with the empty string, as the exporter writes it."""
     nc = op == OP_TYPE
-    node = helper.make_node(op, ["X", "W", "B"], ["Y"], domain=DOMAIN if nc else "", name=op.lower(),
-                            kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride])
+    k = w.shape[-1]
+    node = helper.make_node(op, ["X", "W", "B" if b is not None else ""], ["Y"], domain=DOMAIN if nc else "",
+                            name=op.lower(), kernel_shape=[k, k], pads=[k // 2] * 4, strides=[stride, stride],
+                            group=groups)
+    initializers = [numpy_helper.from_array(w, "W")] + ([numpy_helper.from_array(b, "B")] if b is not None else [])
     graph = helper.make_graph(
         [node], "bench", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializers,
     )
     opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(DOMAIN, VERSION)] if nc else [])
     model = helper.make_model(graph, opset_imports=opsets,
@@ -74,12 +88,14 @@ def options(threads: int, spin: bool) -> ort.SessionOptions:
     return opts
 
 
-def sessions(cin, cout, stride, threads, spin=False):
+def sessions(cin, cout, stride, kernel, groups, bias, threads, spin=False):
     """{(path, threads): session} for one shape; the same weights in every model."""
     rng = np.random.default_rng(0)
-    w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32)
-    nc_bytes, conv_bytes = single_node(OP_TYPE, w, b, stride), single_node("Conv", w, b, stride)
+    fan_in = kernel * kernel * cin // groups
+    w = (rng.standard_normal((cout, cin // groups, kernel, kernel)) / np.sqrt(fan_in)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) if bias else None
+    nc_bytes = single_node(OP_TYPE, w, b, stride, groups)
+    conv_bytes = single_node("Conv", w, b, stride, groups)
     cpu = ["CPUExecutionProvider"]
     result = {}
     for t in threads:
@@ -165,27 +181,27 @@ def main(argv=None) -> int:
     print(f"onnxruntime {ort.__version__}, {cpu_model()}, {os.cpu_count()} logical CPUs")
     print(f"ncnn_onnx CPU backend: {cpu_backend()}")
     rounds = f"{repeats}" if max_repeats == repeats else f"{repeats} to {max_repeats}"
-    print(f"median of {rounds} interleaved rounds, float32, 3x3 pad 1, inter-op threads 1, "
+    print(f"median of {rounds} interleaved rounds, float32, kxk pad k//2, inter-op threads 1, "
           f"default graph optimization, intra-op spinning {'on' if args.spin else 'off'}")
-    header = (f"{'shape (C->M,HxW,s)':<20}{'batch':>6}{'thr':>4}{'NC ms':>9}{'Conv ms':>9}{'fallback ms':>13}"
+    header = (f"{'shape (C->M,HxW,s,k,g,b)':<30}{'batch':>6}{'thr':>4}{'NC ms':>9}{'Conv ms':>9}{'fallback ms':>13}"
               f"{'NC/Conv':>9}{'fb/Conv':>9}{'rounds':>8}")
     print(header)
     print("-" * len(header))
     ratios = {}
     worst_agreement = 0.0
     started = time.perf_counter()
-    for cin, cout, size, stride in SHAPES:
-        sess = sessions(cin, cout, stride, threads, args.spin)
+    for cin, cout, size, stride, kernel, groups, bias in SHAPES:
+        sess = sessions(cin, cout, stride, kernel, groups, bias, threads, args.spin)
         for n in batches:
             x = np.random.default_rng(1).standard_normal((n, cin, size, size)).astype(np.float32)
             result = measure(sess, x, repeats, max_repeats, budget)
             ms = result["ms"]
             worst_agreement = max(worst_agreement, result["nc_vs_fallback"])
             for t in threads:
-                label = f"{cin}->{cout},{size}x{size},s{stride}"
+                label = f"{cin}->{cout},{size}x{size},s{stride},{kernel}x{kernel},g{groups},{'b' if bias else '-'}"
                 nc, conv, fb = ms["NC", t], ms["Conv", t], ms["fallback", t]
                 ratios[label, n, t] = nc / conv
-                print(f"{label:<20}{n:>6}{t:>4}{nc:>9.2f}{conv:>9.2f}{fb:>13.2f}{nc / conv:>9.2f}{fb / conv:>9.2f}"
+                print(f"{label:<30}{n:>6}{t:>4}{nc:>9.2f}{conv:>9.2f}{fb:>13.2f}{nc / conv:>9.2f}{fb / conv:>9.2f}"
                       f"{result['rounds']:>8}", flush=True)
     values = list(ratios.values())
     worst_key = max(ratios, key=ratios.get)

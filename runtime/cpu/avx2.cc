@@ -25,11 +25,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "aligned_buffer.h"
 #include "backends.h"
+#include "direct_plan.h"
 #include "location_strip.h"
 #include "strip.h"
 
@@ -43,6 +45,24 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #endif
+
+namespace ncnn_onnx::cpu {
+namespace {
+
+struct DirectIsa {
+  static constexpr int kLanes = 8;
+  typedef float Vector __attribute__((vector_size(4 * kLanes)));
+  static Vector Sqrt(Vector v) { return reinterpret_cast<Vector>(_mm256_sqrt_ps(reinterpret_cast<__m256>(v))); }
+  static void ToHalf(const Vector& v, Half* out) {
+    const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), h);
+  }
+};
+
+}  // namespace
+}  // namespace ncnn_onnx::cpu
+
+#include "direct.h"
 
 namespace ncnn_onnx::cpu {
 namespace avx2 {
@@ -646,6 +666,8 @@ Backend Avx2Backend() {
   b.name = "avx2";
   b.f32 = LocationStatsRoutine<float>(avx2::kStrip, &avx2::RunFloat, &avx2::PrepareFloat);
   b.f16 = LocationStatsRoutine<Half>(avx2::kStrip, &avx2::RunHalf, &avx2::PrepareHalf);
+  b.direct_f32 = &DirectTask<float>;
+  b.direct_f16 = &DirectTask<Half>;
   return b;
 }
 

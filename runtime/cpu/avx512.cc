@@ -20,10 +20,13 @@
 // Everything that uses AVX-512 sits in a target region; headers are included before it (see avx2.cc).
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "aligned_buffer.h"
 #include "backends.h"
+#include "direct_plan.h"
 #include "location_strip.h"
 #include "strip.h"
 
@@ -38,6 +41,24 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #endif
+
+namespace ncnn_onnx::cpu {
+namespace {
+
+struct DirectIsa {
+  static constexpr int kLanes = 16;
+  typedef float Vector __attribute__((vector_size(4 * kLanes)));
+  static Vector Sqrt(Vector v) { return reinterpret_cast<Vector>(_mm512_sqrt_ps(reinterpret_cast<__m512>(v))); }
+  static void ToHalf(const Vector& v, Half* out) {
+    const __m256i h = _mm512_cvtps_ph(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), h);
+  }
+};
+
+}  // namespace
+}  // namespace ncnn_onnx::cpu
+
+#include "direct.h"
 
 namespace ncnn_onnx::cpu {
 namespace avx512 {
@@ -541,6 +562,8 @@ Backend Avx512Backend() {
   b.name = "avx512";
   b.f32 = LocationStatsRoutine<float>(avx512::kStrip, &avx512::RunFloat, &avx512::PrepareFloat);
   b.f16 = LocationStatsRoutine<Half>(avx512::kStrip, &avx512::RunHalf, &avx512::PrepareHalf);
+  b.direct_f32 = &DirectTask<float>;
+  b.direct_f16 = &DirectTask<Half>;
   return b;
 }
 

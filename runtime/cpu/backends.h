@@ -28,6 +28,9 @@ struct Backend {
   Routine<float, float> f32;
   Routine<Half, float> f16;
   Routine<double, double> f64;
+  // The direct kernel (direct.h) for the layers direct_plan.h's DirectAccepts takes: DirectTasks calls.
+  void (*direct_f32)(const Job<float, float>&, int64_t task) = nullptr;
+  void (*direct_f16)(const Job<Half, float>&, int64_t task) = nullptr;
 };
 
 // Defined by one file each; the AVX ones only on x86-64 (where the CPU may still lack them: see Supports).

@@ -11,6 +11,7 @@
 #include "../common/ort_api.h"
 #include "../common/tensor.h"
 #include "aligned_buffer.h"
+#include "direct_plan.h"
 #include "half.h"
 #include "job.h"
 
@@ -147,6 +148,24 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
   std::vector<Acc> call_bias;
   if (call.has_bias && weights->bias.empty()) call_bias = ConvertBias<T, Acc>(static_cast<const T*>(call.b.data),
                                                                                 geometry.out_channels);
+  Job<T, Acc> job;
+  job.geometry = &geometry;
+  job.x = static_cast<const T*>(call.x.data);
+  job.y = static_cast<T*>(y);
+  job.panels = weights->panel_data.data();
+  job.weight_sums = weights->weight_sums.data();
+  job.bias = call_bias.empty() ? weights->bias_or_null() : call_bias.data();
+
+  void (*direct)(const Job<T, Acc>&, int64_t) = nullptr;
+  if constexpr (std::is_same_v<T, float>) direct = backend_.direct_f32;
+  if constexpr (std::is_same_v<T, Half>) direct = backend_.direct_f16;
+  if (direct != nullptr && DirectAccepts(geometry)) {
+    CheckBufferBytes(attributes_.limits, "the direct kernel's padded input (scratch)", DirectScratchFloats(geometry),
+                     sizeof(float));
+    RunTasks(context, job, direct, DirectTasks(geometry));
+    return;
+  }
+
   Routine<T, Acc> routine = preferred;
   if (routine.accepts != nullptr && !routine.accepts(geometry)) {
     const Backend portable = PortableBackend();
@@ -155,14 +174,7 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
     if constexpr (std::is_same_v<T, double>) routine = portable.f64;
   }
 
-  Job<T, Acc> job;
-  job.geometry = &geometry;
   job.plan = MakePlan(geometry, routine.strip_columns);
-  job.x = static_cast<const T*>(call.x.data);
-  job.y = static_cast<T*>(y);
-  job.panels = weights->panel_data.data();
-  job.weight_sums = weights->weight_sums.data();
-  job.bias = call_bias.empty() ? weights->bias_or_null() : call_bias.data();
   if (job.plan.tasks == 0) return;
   AlignedBuffer<Acc> location_stats;
   if (routine.prepare != nullptr) {

@@ -10,6 +10,28 @@
 #include "strip.h"
 
 namespace ncnn_onnx::cpu {
+namespace {
+
+// The direct kernel's vectors: 4 floats, one SSE register on x86-64 (no square root across lanes in the
+// portable vector types, so lane by lane).
+struct DirectIsa {
+  static constexpr int kLanes = 4;
+  typedef float Vector __attribute__((vector_size(4 * kLanes)));
+  static Vector Sqrt(Vector v) {
+    for (int l = 0; l < kLanes; ++l) v[l] = std::sqrt(v[l]);
+    return v;
+  }
+  static void ToHalf(const Vector& v, Half* out) {
+    for (int l = 0; l < kLanes; ++l) out[l] = FloatToHalf(v[l]);
+  }
+};
+
+}  // namespace
+}  // namespace ncnn_onnx::cpu
+
+#include "direct.h"
+
+namespace ncnn_onnx::cpu {
 namespace portable_baseline {
 
 constexpr int64_t kStrip = 16;  // columns per strip
@@ -292,6 +314,10 @@ void RunDouble(const Job<double, double>& job, int64_t task) { RunTask(job, task
 
 }  // namespace portable_baseline
 
+void HalvesToFloats(const Half* src, int64_t count, float* dst) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = HalfToFloat(src[i]);
+}
+
 Backend PortableBackend() {
   Backend b;
   b.isa = Isa::kPortable;
@@ -299,6 +325,8 @@ Backend PortableBackend() {
   b.f32 = {portable_baseline::kStrip, &portable_baseline::RunFloat};
   b.f16 = {portable_baseline::kStrip, &portable_baseline::RunHalf};
   b.f64 = {portable_baseline::kStrip, &portable_baseline::RunDouble};
+  b.direct_f32 = &DirectTask<float>;
+  b.direct_f16 = &DirectTask<Half>;
   return b;
 }
 

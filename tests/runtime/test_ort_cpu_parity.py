@@ -192,3 +192,56 @@ def test_non_finite_values(center, scale, isa):
         finite = x[..., 3:]
         expected = reference(finite, w, None, center=center, scale=scale)
         assert_parity(y[..., 3:], expected, np.float32)
+
+
+# Layers the direct kernel takes (C/group <= 4, M/group <= 8): depthwise of every size, with channel
+# multipliers, strides, dilations, asymmetric and SAME pads, rows that are no whole number of vectors,
+# 1-d and 3-d, and small groups.
+DIRECT = [
+    ((1, 24, 29, 37), (24, 1, 3, 3), dict(group=24, pads=[1, 1, 1, 1])),
+    ((2, 8, 20, 21), (8, 1, 7, 7), dict(group=8, pads=[3, 3, 3, 3])),
+    ((1, 6, 17, 19), (12, 1, 3, 3), dict(group=6, strides=[2, 2], dilations=[2, 2], pads=[2, 1, 0, 2])),
+    ((2, 5, 40), (5, 1, 5), dict(group=5, strides=[3], pads=[2, 1])),
+    ((1, 8, 12, 13), (16, 4, 3, 3), dict(group=2, pads=[1, 1, 1, 1])),
+    ((1, 4, 6, 7, 8), (4, 1, 3, 3, 3), dict(group=4, pads=[1, 1, 1, 1, 1, 1])),
+    ((1, 6, 11, 10), (6, 1, 5, 5), dict(group=6, strides=[1, 2], auto_pad="SAME_UPPER")),
+    ((3, 12, 5, 4), (6, 2, 3, 3), dict(group=6, auto_pad="VALID")),
+]
+
+
+def _direct_case(index, dtype, offset=0.0, spread=1.0):
+    x_shape, w_shape, attributes = DIRECT[index]
+    rng = np.random.default_rng(100 + index)
+    x = (offset + spread * rng.standard_normal(x_shape)).astype(dtype)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    return x, w, b, attributes
+
+
+@pytest.mark.parametrize("center,scale", [(1, 1), (0, 1), (1, 0), (0, 0)])
+@pytest.mark.parametrize("index", range(len(DIRECT)))
+def test_direct_kernel(index, center, scale, isa):
+    x, w, b, attributes = _direct_case(index, np.float32, offset=2.0)
+    attributes = dict(attributes, center=center, scale=scale)
+    assert_parity(_run(nc_model(w, b, **attributes), x), reference(x, w, b, **attributes), np.float32)
+    assert_parity(_run(nc_model(w, None, empty_b=True, **attributes), x), reference(x, w, None, **attributes),
+                  np.float32)
+
+
+@pytest.mark.parametrize("index", range(len(DIRECT)))
+def test_direct_kernel_float16_and_near_flat(index, isa):
+    x, w, b, attributes = _direct_case(index, np.float16, offset=1.0)
+    y = _run(nc_model(w, b, **attributes), x)
+    assert y.dtype == np.float16
+    assert_parity(y, reference(x, w, b, **attributes), np.float16)
+    x, w, b, attributes = _direct_case(index, np.float32, offset=200.0, spread=0.01)
+    assert_parity(_run(nc_model(w, b, **attributes), x), reference(x, w, b, **attributes), np.float32)
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_direct_kernel_on_photographs(kernel, isa):
+    photos = photo_scales(photographs(size=40, count=2))["raw"].astype(np.float32)
+    rng = np.random.default_rng(kernel)
+    w = (rng.standard_normal((6, 1, kernel, kernel)) / kernel).astype(np.float32)
+    attributes = dict(group=3, pads=[kernel // 2] * 4)
+    assert_parity(_run(nc_model(w, None, **attributes), photos), reference(photos, w, None, **attributes), np.float32)

@@ -68,10 +68,13 @@ def test_output_over_the_buffer_limit_is_refused():
 
 def test_scratch_over_the_buffer_limit_is_refused():
     # Y is 1 x 100 float32 (400 bytes); the location statistics are 3 x 100 floats (1200 bytes).
-    report = run_limited({"NCNN_ONNX_MAX_BUFFER_BYTES": "1000", "NCNN_ONNX_CPU_ISA": "avx2"}, (1, 4, 3), (1, 4, 102))
+    report = run_limited({"NCNN_ONNX_MAX_BUFFER_BYTES": "1000", "NCNN_ONNX_CPU_ISA": "avx2"}, (1, 8, 3), (1, 8, 102))
     if "shape" in report:
         pytest.skip("this CPU has no AVX2: the portable backend needs no location statistics")
     assert "the location statistics (scratch)" in report["message"]
+    # Depthwise (the direct kernel): Y is 100 floats; the padded input row 100 + 200 + a vector of floats.
+    report = run_limited({"NCNN_ONNX_MAX_BUFFER_BYTES": "1000"}, (1, 1, 3), (1, 1, 300), dilations=[100])
+    assert "the direct kernel's padded input (scratch)" in report["message"]
 
 
 def test_max_pad_raises_the_pad_limit():
