@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(NATIVE_SOURCES)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q "scikit-build-core>=0.10" cmake ninja
-	$(PY) -m pip install -q --no-build-isolation -e ".[torch,export,test,examples]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[torch,export,test,examples,bench]"
 	touch $@
 
 install: $(STAMP)

@@ -21,7 +21,8 @@ NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instance
 @dataclass
 class ConversionReport:
     converted: list[str] = field(default_factory=list)  # names of convolutions now NC
-    removed_norms: list[str] = field(default_factory=list)  # names of norm layers now nn.Identity
+    # names of norm layers now nn.Identity (or the activation a fused norm+activation layer applied)
+    removed_norms: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "name: reason" for convolution-like layers left alone
 
     def __str__(self) -> str:
@@ -85,7 +86,7 @@ def _convert_children(parent, prefix, remove_following, named_norms, nc_options,
             replacement = from_conv(child, **nc_options)
             report.converted.append(full)
         elif isinstance(child, NORM_TYPES) and _is_removed(child, full, previous_conv, remove_following, named_norms):
-            replacement = nn.Identity()
+            replacement = _without_norm(child, full)
             report.removed_norms.append(full)
         elif isinstance(child, nn.modules.conv._ConvNd) and not isinstance(child, NORMALIZED_CONV_TYPES):
             report.skipped.append(f"{full}: {type(child).__name__} has no NC counterpart")
@@ -96,6 +97,27 @@ def _convert_children(parent, prefix, remove_following, named_norms, nc_options,
         if replacement is not None:
             setattr(parent, name, replacement)
         previous_conv = replacement if isinstance(replacement, NORMALIZED_CONV_TYPES) else None
+
+
+# Norm layers that carry what follows the norm as submodules and apply it after normalizing, in this
+# order (timm's BatchNormAct2d, GroupNormAct, ...: `drop`, then `act`).
+_NORM_WITH_TAIL = ("drop", "act")
+
+
+def _without_norm(norm: nn.Module, name: str) -> nn.Module:
+    """What replaces a removed norm layer: nn.Identity, or the activation (and dropout) that a fused
+    norm+activation layer applies after normalizing, so removing the norm never removes them."""
+    children = dict(norm.named_children())
+    if not children:
+        return nn.Identity()
+    if set(children) <= set(_NORM_WITH_TAIL):
+        tail = [children[key] for key in _NORM_WITH_TAIL if key in children]
+        return tail[0] if len(tail) == 1 else nn.Sequential(*tail)
+    raise ValueError(
+        f"cannot remove the norm layer {name!r}: {type(norm).__name__} carries submodules {sorted(children)} whose "
+        f"place in its forward is unknown (only {list(_NORM_WITH_TAIL)}, applied after the norm, are understood); "
+        f"keep it (norms='keep' or leave it out of the list) or replace it yourself"
+    )
 
 
 def _is_removed(norm, name, previous_conv, remove_following, named_norms) -> bool:

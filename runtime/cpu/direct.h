@@ -58,8 +58,16 @@ struct PaddedInput {
   int64_t channel_stride;
 };
 
+struct DirectScratch {
+  PaddedInput padded;
+  std::vector<float> converted;  // a float16 input row as floats
+  std::vector<int64_t> offsets;
+  std::vector<float> weights;
+};
+
 template <typename T>
-void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out) {
+void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out,
+                std::vector<float>* converted) {
   out->extent[0] = (s.output[0] - 1) * s.stride[0] + (s.kernel[0] - 1) * s.dilation[0] + 1;
   out->extent[1] = (s.output[1] - 1) * s.stride[1] + (s.kernel[1] - 1) * s.dilation[1] + 1;
   out->phases = s.stride[2];
@@ -67,7 +75,6 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, Padd
   out->channel_stride = out->extent[0] * out->extent[1] * out->phases * out->row;
   out->data.assign(static_cast<size_t>(g.group_in_channels * out->channel_stride), 0.0f);
   const int64_t plane = g.input_plane;
-  std::vector<float> converted;
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
     const T* xc = x_group + c * plane;
     for (int64_t p0 = 0; p0 < out->extent[0]; ++p0) {
@@ -76,7 +83,7 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, Padd
       for (int64_t p1 = 0; p1 < out->extent[1]; ++p1) {
         const int64_t i1 = p1 - s.pad[1];
         if (i1 < 0 || i1 >= s.input[1]) continue;
-        const float* src = DirectRow(xc + (i0 * s.input[1] + i1) * s.input[2], s.input[2], &converted);
+        const float* src = DirectRow(xc + (i0 * s.input[1] + i1) * s.input[2], s.input[2], converted);
         float* dst = out->data.data() + c * out->channel_stride + (p0 * out->extent[1] + p1) * out->phases * out->row;
         if (out->phases == 1) {
           const int64_t count = std::min(s.input[2], out->row - s.pad[2]);
@@ -170,11 +177,16 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
   const int64_t row_begin = chunk * rows / chunks;
   const int64_t row_end = (chunk + 1) * rows / chunks;
 
-  PaddedInput padded;
-  FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, &padded);
+  // Reused by the thread's next task (a depthwise layer has one task per image and channel, too many for
+  // an allocation each); bounded by one image's group of input (DirectScratchFloats, the buffer limit).
+  thread_local DirectScratch scratch;
+  PaddedInput& padded = scratch.padded;
+  FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, &padded,
+             &scratch.converted);
   const int64_t phase_rows = padded.phases * padded.row;
   // Patch element i = c * K + kk: its offset from the element lane 0 of an output reads first.
-  std::vector<int64_t> offsets(static_cast<size_t>(g.fan_in));
+  std::vector<int64_t>& offsets = scratch.offsets;
+  offsets.resize(static_cast<size_t>(g.fan_in));
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
     for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
       const int64_t k2 = kk % s.kernel[2];
@@ -189,7 +201,8 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
   // W of the group as [i][m], and its row sums and bias.
   const int64_t first_channel = grp * MG;
   const float* panel = job.panels + grp * g.fan_in * kPanelRows;  // one panel per group: MG <= kPanelRows
-  std::vector<float> weights(static_cast<size_t>(g.fan_in * MG));
+  std::vector<float>& weights = scratch.weights;
+  weights.resize(static_cast<size_t>(g.fan_in * MG));
   for (int64_t i = 0; i < g.fan_in; ++i) {
     for (int m = 0; m < MG; ++m) weights[static_cast<size_t>(i * MG + m)] = panel[i * kPanelRows + m];
   }
