@@ -57,9 +57,10 @@ def test_ort_offline_optimization_with_the_library(exported, tmp_path, level):
     assert_runs_everywhere(optimized, exported, evaluator=level == "basic")
 
 
-def test_ort_offline_optimization_without_the_library_inlines(exported, tmp_path):
+@pytest.mark.parametrize("level", ["basic", "all"])
+def test_ort_offline_optimization_without_the_library_inlines(exported, tmp_path, level):
     raw = tmp_path / "inlined.onnx"
-    _ort_optimize(exported.path, raw, library=False)
+    _ort_optimize(exported.path, raw, library=False, level=tools.LEVELS[level])
     assert nc_count(raw) == 0 and not has_fallback(raw)
     found = diagnose(raw)
     assert found.inlined == 2 and found.nc_nodes == 0 and not found.ok
