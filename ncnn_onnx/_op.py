@@ -6,17 +6,54 @@
   It has a fake kernel so `torch.export` and `torch.compile` see output shapes, and it is the single
   node that `ncnn_onnx.export` lowers to `ncnn_onnx::NormalizedConv`. Its own autograd formula
   (recomputing the forward) lets it train too, should someone export or compile a training graph.
+
+Only `ncnn_onnx.export` lowers the op to ONNX. Any other ONNX export that captures it (the TorchScript
+exporter, or torch.onnx's dynamo exporter called directly) is refused with an error that says so.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import threading
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
 
 from . import _algorithm
 from ._algorithm import ConvGeometry
+
+
+# Set while ncnn_onnx.export runs torch.onnx.export: the one ONNX export that lowers the op faithfully.
+_export_state = threading.local()
+
+_WRONG_EXPORTER = (
+    "{how} cannot write NormalizedConv layers: use ncnn_onnx.export.export(model, args, f) (or the command "
+    "`ncnn-onnx export`), which writes one ncnn_onnx::NormalizedConv node per layer and the standard-op fallback "
+    "function, so that the file runs with the ncnn_onnx library, in plain onnxruntime and in onnx.reference"
+)
+
+
+@contextlib.contextmanager
+def ncnn_onnx_export() -> Iterator[None]:
+    """Marks the calling thread as running ncnn_onnx.export (which knows how to lower the op)."""
+    depth = getattr(_export_state, "depth", 0)
+    _export_state.depth = depth + 1
+    try:
+        yield
+    finally:
+        _export_state.depth = depth
+
+
+def _refuse_foreign_onnx_export(how: str) -> None:
+    """Raises ExportError when an ONNX exporter other than ncnn_onnx.export is capturing the op: the
+    TorchScript exporter would write a wrong graph without a word, torch.onnx's dynamo exporter has no
+    translation for it."""
+    if getattr(_export_state, "depth", 0) or not torch.onnx.is_in_onnx_export():
+        return
+    from .export.errors import ExportError
+
+    raise ExportError(_WRONG_EXPORTER.format(how=how))
 
 
 def _geometry(stride, pads, dilation, groups) -> ConvGeometry:
@@ -75,6 +112,7 @@ def normalized_conv(
 
 @normalized_conv.register_fake
 def _(x, weight, bias, stride, pads, dilation, groups, eps, center, scale):
+    _refuse_foreign_onnx_export("torch.onnx.export called directly (the dynamo exporter)")
     out = _geometry(stride, pads, dilation, groups).output_size(x.shape[2:], weight.shape[2:])
     return x.new_empty(x.shape[0], weight.shape[0], *out)
 
@@ -103,6 +141,8 @@ normalized_conv.register_autograd(_op_backward, setup_context=_setup_context)
 
 def apply(x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: bool) -> Tensor:
     """Dispatch: the opaque op while exporting or when no gradient is needed, else the training path."""
+    if torch.jit.is_tracing():
+        _refuse_foreign_onnx_export("torch.onnx.export(..., dynamo=False) (the TorchScript exporter)")
     wants_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )

@@ -1,6 +1,7 @@
 """`ncnn-onnx`: export, run, check and benchmark NC models from the command line.
 
-Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`.
+Each subcommand lives in its own module (`<name>_command`, dashes as underscores) with
+`add_arguments(parser)` and `run(args) -> int`.
 Errors are one line on stderr (exit 1) unless --debug asks for the traceback.
 """
 
@@ -13,7 +14,11 @@ import sys
 COMMANDS = {
     "export": "Export a PyTorch model (package.module:factory) to ONNX.",
     "run": "Run an exported model on .npy/.npz or image inputs with onnxruntime.",
-    "check": "Compare eager PyTorch with every deployed path and enforce the parity bar.",
+    "check": "Diagnose the file (NC nodes, fallback function, what tools did to it); with --reference, parity.",
+    "repair": "Re-attach the fallback function for the ONNX opset the model imports (after a tool dropped it).",
+    "optimize": "onnxruntime's offline optimization with the library registered; NC nodes and fallback kept.",
+    "infer-shapes": "onnxruntime's symbolic shape inference, with NormalizedConv's output shape known.",
+    "quant-pre-process": "onnxruntime's quant_pre_process for NC models (NC nodes and fallback kept).",
     "bench": "Latency and throughput of an exported model on every deployed path.",
     "info": "Versions, library path, providers and whether CUDA kernels are built in.",
 }
@@ -34,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, summary in COMMANDS.items():
-        module = importlib.import_module(f".{name}_command", __name__)
+        module = importlib.import_module(f".{name.replace('-', '_')}_command", __name__)
         command = sub.add_parser(name, help=summary, description=summary)
         # Also accepted after the subcommand; SUPPRESS keeps the subparser from resetting one given before it.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")

@@ -1,8 +1,11 @@
-"""ncnn-onnx check model.onnx --reference SPEC [--weights w.pt] [--inputs FILES] [--input-shape S]
+"""ncnn-onnx check model.onnx [--reference SPEC [--weights w.pt] [--inputs FILES] [--input-shape S]]
 
-Runs the eager model (and a float64 copy of it as the reference) and every deployed path that is
-available here on random and given inputs; prints max abs / relative error per output and path and
-exits 1 when any path is over the parity bar of ncnn_onnx.parity."""
+First diagnoses the file, one line each: its NormalizedConv nodes and op version, whether the fallback
+function is there and matches the ONNX opset the model imports (or was dropped, edited or inlined by a
+tool), and the command that fixes it. With --reference it then runs the eager model (and a float64 copy
+of it as the reference) and every deployed path that is available here on random and given inputs, and
+prints max abs / relative error per output and path. Exits 1 when the diagnosis finds a problem or a path
+is over the parity bar of ncnn_onnx.parity."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import numpy as np
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="the .onnx file")
-    p.add_argument("--reference", required=True, metavar="SPEC", help="package.module:factory of the eager model")
+    p.add_argument("--reference", metavar="SPEC",
+                   help="package.module:factory of the eager model: also check parity on every deployed path")
     p.add_argument("--weights", help="a state_dict saved with torch.save")
     p.add_argument("--inputs", nargs="*", default=[], help=".npy/.npz/image files to check as well")
     p.add_argument("--input-shape", help="shape of the random input (default: from the model, 1 for dynamic batch)")
@@ -22,7 +26,41 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None)
 
 
+def load_diagnosis(path: str):
+    """`ncnn_onnx.export.repair.diagnose` of the file, unreadable files as one-line errors."""
+    import onnx
+
+    from ncnn_onnx.export.repair import diagnose
+
+    from . import CliError
+
+    if not os.path.isfile(path):
+        raise CliError(f"model file not found: {path}")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends say nothing about which file
+        raise CliError(f"{path} is not a readable ONNX model: {exc}") from exc
+    return diagnose(model)
+
+
+def print_diagnosis(diagnosis, path: str) -> None:
+    for label, text in diagnosis.lines(path):
+        print(f"{label}: {text}")
+
+
 def run(args) -> int:
+    diagnosis = load_diagnosis(args.model)
+    print_diagnosis(diagnosis, args.model)
+    if args.reference is None:
+        return 1 if diagnosis.problems else 0
+    if not diagnosis.op_version_supported:
+        print("parity: not checked (no runtime here implements the op version the model imports)")
+        return 1
+    failed = _parity(args)
+    return 1 if failed or diagnosis.problems else 0
+
+
+def _parity(args) -> bool:
     import torch
     from tqdm import tqdm
 
@@ -81,7 +119,7 @@ def run(args) -> int:
     for label, why in missing.items():
         print(f"not checked: {label}: {why}")
     print("parity: " + ("FAILED (over the bar)" if failed else "all paths within the bar"))
-    return 1 if failed else 0
+    return failed
 
 
 def _as_list(out):

@@ -41,7 +41,7 @@ def available(model_path: str) -> tuple[dict, dict]:
         missing[LIBRARY_CPU] = missing[LIBRARY_CUDA] = first_line(exc)
     if library_ok:
         paths[LIBRARY_CPU] = lambda threads=None: runtime.InferenceSession(
-            model_path, providers=["CPUExecutionProvider"], sess_options=_options(threads)
+            model_path, providers=["CPUExecutionProvider"], sess_options=runtime.session_options(_options(threads))
         )
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             missing[LIBRARY_CUDA] = "this onnxruntime has no CUDAExecutionProvider"
@@ -51,14 +51,19 @@ def available(model_path: str) -> tuple[dict, dict]:
             paths[LIBRARY_CUDA] = lambda threads=None: runtime.InferenceSession(
                 model_path,
                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
-                sess_options=_options(threads),
+                sess_options=runtime.session_options(_options(threads)),
             )
     if has_fallback_function(model) or not uses_nc(model):
         paths[FALLBACK] = lambda threads=None: ort.InferenceSession(
             model_path, _options(threads), providers=["CPUExecutionProvider"]
         )
     else:
-        missing[FALLBACK] = "the model was exported without the fallback function (--no-fallback)"
+        from ncnn_onnx.export.repair import diagnose
+
+        diagnosis = diagnose(model)
+        missing[FALLBACK] = f"no fallback function: {diagnosis.fallback_text}"
+        if diagnosis.fallback != "absent":
+            missing[FALLBACK] += f" (fix: {diagnosis.fix(model_path)})"
     return paths, missing
 
 

@@ -7,6 +7,9 @@ onnxscript and is loaded on first use.
 
     from ncnn_onnx.export import export
     model_proto = export(model.eval(), (example_input,), "model.onnx")
+
+`diagnose()` and `repair()` (also torch-free) say what ONNX tools did to an exported file and re-attach the
+fallback function a tool dropped (`ncnn-onnx check` / `ncnn-onnx repair`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import importlib
 
 from .function import build_function
 from .errors import ExportError
+from .repair import Diagnosis, RepairError, diagnose, repair
 from .schema import DOMAIN, OP_TYPE, VERSION, build_schema, register_schema
 
 register_schema()
@@ -22,8 +26,8 @@ register_schema()
 _LAZY = {"export": "exporter", "DEFAULT_OPSET": "exporter"}
 
 __all__ = [
-    "DEFAULT_OPSET", "DOMAIN", "OP_TYPE", "VERSION", "ExportError", "build_function", "build_schema",
-    "export", "register_schema",
+    "DEFAULT_OPSET", "DOMAIN", "OP_TYPE", "VERSION", "Diagnosis", "ExportError", "RepairError", "build_function",
+    "build_schema", "diagnose", "export", "register_schema", "repair",
 ]
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree
 
+from .. import _op
 from . import graph
 from .layers import check_layers, effective_weights, nc_layers
 from .translation import translation_table
@@ -89,7 +90,8 @@ def export(
     if dynamic_shapes is None and dynamic:
         dynamic_shapes = dynamic_spec(model, args, kwargs)
 
-    with effective_weights(layers), warnings.catch_warnings(), _quiet_optional_op_registration():
+    with effective_weights(layers), warnings.catch_warnings(), _quiet_optional_op_registration(), \
+            _op.ncnn_onnx_export():
         # torch.export's own deprecation chatter is not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(

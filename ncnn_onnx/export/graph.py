@@ -4,7 +4,8 @@
 - every NC node's element type is one the op has;
 - the optional input B is written as "" when absent (the function has three formal inputs, and
   `onnx.reference` matches them by position);
-- the fallback function is embedded, or not.
+- the fallback function is embedded, or not, and the model's metadata says which (`ncnn-onnx check` then
+  tells a function a tool dropped from one that was never there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import onnxscript.optimizer
 
 from .function import build_function, working_type_for
 from .errors import ExportError
+from .repair import FALLBACK_METADATA_KEY, fallback_metadata
 from .schema import DOMAIN, OP_TYPE
 
 log = logging.getLogger("ncnn_onnx")
@@ -110,7 +112,13 @@ def finish(proto: onnx.ModelProto, fallback: bool, types: set[int]) -> None:
     keep = [f for f in proto.functions if (f.domain, f.name) != (DOMAIN, OP_TYPE)]
     del proto.functions[:]
     proto.functions.extend(keep)
-    if not fallback or not types:
+    metadata = [p for p in proto.metadata_props if p.key != FALLBACK_METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(metadata)
+    if not types:
+        return
+    proto.metadata_props.append(fallback_metadata(fallback))
+    if not fallback:
         return
     working = _working_type(types)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -19,7 +20,8 @@ import onnxruntime as ort
 
 from .opset import check_op_version
 
-__all__ = ["LIBRARY_NAME", "get_library_path", "session_options", "InferenceSession", "cuda_kernels_built", "build_info"]
+__all__ = ["LIBRARY_NAME", "get_library_path", "session_options", "has_library", "InferenceSession",
+           "cuda_kernels_built", "build_info"]
 
 LIBRARY_NAME = "libncnn_onnx_ops.so"
 _BUILD_INFO = "build_info.json"
@@ -86,11 +88,17 @@ def session_options(base: Optional[ort.SessionOptions] = None, **kwargs: Any) ->
         if name.startswith("_") or not hasattr(options, name):
             raise TypeError(f"onnxruntime.SessionOptions has no attribute {name!r}")
         setattr(options, name, value)
-    if not _is_registered(options):
+    if not has_library(options):
         path = get_library_path()
         options.register_custom_ops_library(path)
         options.add_session_config_entry(_REGISTERED_KEY, path)
     return options
+
+
+def has_library(options: ort.SessionOptions) -> bool:
+    """Whether the library was registered on these options by this module (``session_options`` or
+    ``InferenceSession``): every session made from them runs its kernels, not the fallback function."""
+    return _is_registered(options)
 
 
 def _is_registered(options: ort.SessionOptions) -> bool:
@@ -116,7 +124,22 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
     ``ncnn_onnx`` domain other than 1 is refused with ValueError. ``providers`` defaults to
     ``["CPUExecutionProvider"]``. Other keyword arguments set SessionOptions attributes (see
     ``session_options``) on ``sess_options`` or on new options.
+
+    ``sess_options`` is used, not copied (onnxruntime's SessionOptions cannot be copied without losing
+    config entries, dimension overrides and added initializers): the library is registered on the object
+    you pass, so every later session made from it, a plain ``onnxruntime.InferenceSession`` too, runs the
+    library instead of the fallback function. Passing options that do not carry the library yet warns
+    (UserWarning) for that reason; ``session_options(so)`` registers it on purpose, without the warning.
     """
+    if sess_options is not None and not has_library(sess_options):
+        warnings.warn(
+            "ncnn_onnx.runtime.InferenceSession registers the ncnn_onnx library on the SessionOptions passed as "
+            "sess_options (they cannot be copied): every session made from that object from now on, a plain "
+            "onnxruntime.InferenceSession too, runs the library instead of the fallback function. Pass "
+            "ncnn_onnx.runtime.session_options(so) to register it on purpose, or a fresh SessionOptions per session",
+            UserWarning,
+            stacklevel=2,
+        )
     options = session_options(sess_options, **kwargs)
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()

@@ -13,6 +13,10 @@ OPTIONS = {
     "check": ["--reference", "--weights", "--inputs", "--input-shape", "--random"],
     "bench": ["--input-shape", "--threads", "--repeats", "--warmup", "--json"],
     "info": ["--debug"],
+    "repair": ["model", "--output"],
+    "optimize": ["--output", "--level", "{basic,extended,all}"],
+    "infer-shapes": ["--output", "--auto-merge", "--guess-output-rank"],
+    "quant-pre-process": ["--output", "--skip-optimization", "--skip-symbolic-shape", "--auto-merge"],
 }
 
 

@@ -89,7 +89,7 @@ def test_no_library_runs_the_fallback_function(cli, tmp_path, model_path, sample
 def test_no_library_without_fallback_is_a_one_line_error(cli, tmp_path, static_no_fallback_path, sample):
     result = cli("run", static_no_fallback_path, sample[0], "--no-library", "--output-dir", tmp_path)
     message = one_line_error(result, "run")
-    assert "fallback" in message and "--no-fallback" in message
+    assert "fallback" in message and "--no-fallback" in message and "not embedded" in message
     assert not list(tmp_path.glob("sample.*.npy"))
 
 

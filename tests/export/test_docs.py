@@ -73,3 +73,35 @@ def test_spec_states_non_finite_rule_and_limits():
     limits = SPEC[SPEC.index("## Limits"):]
     for needle in ("NCNN_ONNX_MAX_PAD", "NCNN_ONNX_MAX_BUFFER_BYTES", "4294967296", "normal float32", "int64"):
         assert needle in limits, needle
+
+
+README = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+# Every tool of issue 13's table and of its "must keep working" list, as the docs name it.
+TOOLS = ["optimized_model_filepath", "version_converter", "quant_pre_process", "symbolic_shape_infer", "inliner",
+         "quantize_dynamic", "quantize_static", "float16", "onnxsim", "onnxslim", "external_data",
+         "ReferenceEvaluator", "polygraphy", "dynamo=False", "dynamo=True", "sess_options"]
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+@pytest.mark.parametrize("doc", ["op.md", "README.md"])
+def test_tool_section_names_every_tool_and_only_real_commands(doc):
+    from ncnn_onnx.cli import COMMANDS
+
+    section = _section(SPEC if doc == "op.md" else README, "Using ONNX tools on NC models")
+    if doc == "op.md":
+        rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+        for tool in TOOLS:
+            assert sum(tool in row for row in rows) >= 1, tool
+    else:
+        for tool in ("optimize", "version_converter", "quant_pre_process", "symbolic_shape_infer", "inliner",
+                     "quantize_dynamic", "quantize_static", "float16", "onnxsim", "onnxslim", "external data",
+                     "onnx.reference", "polygraphy", "dynamo=False", "Triton"):
+            assert tool in section, tool
+    for command in re.findall(r"`ncnn-onnx ([a-z-]+)", section):
+        assert command in COMMANDS, command
+    assert "--ncnn-onnxrt" in section and "ncnn_onnx.runtime.polygraphy_ext" in section

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -126,3 +127,29 @@ def test_opset_imports_are_read_without_loading_the_graph(tmp_path):
     path.write_bytes(b"\x07garbage")
     with pytest.raises(Exception, match="(?i)protobuf|parse|load"):
         runtime.InferenceSession(path)
+
+
+def test_caller_options_are_used_not_copied_and_the_session_says_so():
+    """onnxruntime's SessionOptions cannot be copied (config entries, dimension overrides and initializers
+    would be lost), so the helper registers the library on the caller's object and warns: a plain session
+    made from that object later runs the library, not the fallback function."""
+    x, w, model = _small()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    with pytest.warns(UserWarning, match=r"registers the ncnn_onnx library on the SessionOptions passed as "
+                                         r"sess_options.*plain onnxruntime.InferenceSession too, runs the library"):
+        runtime.InferenceSession(model, sess_options=options)
+    assert runtime.has_library(options) and options.intra_op_num_threads == 1
+    # What the warning says: the model has no fallback function, and a plain session now loads and runs it.
+    plain = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    assert_parity(plain.run(None, {"X": x})[0], reference(x, w, pads=[1, 1, 1, 1]), np.float32)
+    assert not runtime.has_library(ort.SessionOptions())
+
+
+def test_options_registered_on_purpose_do_not_warn():
+    _, _, model = _small()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runtime.InferenceSession(model, sess_options=runtime.session_options(ort.SessionOptions()))
+        runtime.InferenceSession(model, sess_options=runtime.session_options(intra_op_num_threads=1))
+        runtime.InferenceSession(model)
