@@ -332,8 +332,10 @@ def _fallback_state(proto, nodes, functions, onnx_opset, types) -> tuple[str, st
 
 
 def _body_type(function: onnx.FunctionProto) -> Optional[int]:
-    """The working type of a fallback body: what its Cast of the input X casts to."""
-    for node in function.node:
+    """The working type of a fallback body: what its Cast of the input X casts to (in its If branches)."""
+    nodes = list(function.node)
+    for node in nodes:
+        nodes.extend(n for sub in _subgraphs(node) for n in sub.node)
         if node.op_type == "Cast" and list(node.input) == ["X"]:
             for attr in node.attribute:
                 if attr.name == "to":
@@ -344,24 +346,39 @@ def _body_type(function: onnx.FunctionProto) -> Optional[int]:
 def _signature(function: onnx.FunctionProto) -> Optional[str]:
     """A digest of what the function computes, independent of value names, node names and node order (tools
     such as onnxslim rename constants and reorder nodes): each value is named by the digest of the node that
-    computes it and its output index, formal inputs by position. None for a body that is not a DAG."""
+    computes it and its output index, formal inputs by position; a subgraph (the body's If branches) is
+    digested the same way, reading outer values through the enclosing names. None for a body that is not a
+    DAG."""
     formal = {name: f"input:{i}" for i, name in enumerate(function.input)}
-    producer = {out: (index, position) for index, node in enumerate(function.node)
-                for position, out in enumerate(node.output) if out}
+    outputs = _digest_nodes(list(function.node), lambda name: formal.get(name, f"undefined:{name}"))
+    if outputs is None:
+        return None
+    header = [
+        ",".join(function.input), ",".join(function.output), ",".join(function.attribute),
+        *sorted(_attribute_key(a, None) for a in function.attribute_proto),
+        *sorted(f"{o.domain or 'ai.onnx'}:{o.version}" for o in function.opset_import),
+    ]
+    return hashlib.sha256("\x00".join(header + [outputs(o) for o in function.output]).encode()).hexdigest()
+
+
+def _digest_nodes(nodes: list, outer):
+    """Digests `nodes` in dependency order; returns the resolver of value names to digests (names not
+    computed here resolve through `outer`), or None when the nodes are not a DAG."""
+    producer = {out: (index, position) for index, node in enumerate(nodes) for position, out in enumerate(node.output)
+                if out}
     keys: dict[int, str] = {}
 
     def value(name: str) -> str:
         if not name:
             return "absent"
-        if name in formal:
-            return formal[name]
         if name in producer:
             index, position = producer[name]
             return f"{keys[index]}:{position}"
-        return f"undefined:{name}"
+        return outer(name)
 
-    # Kahn's order: a node is digested once every node it reads from is.
-    waiting = {i: {producer[v][0] for v in n.input if v in producer} for i, n in enumerate(function.node)}
+    # Kahn's order: a node is digested once every node it reads from is, subgraphs' outer reads included.
+    reads = {i: set(n.input) | _outer_reads(n) for i, n in enumerate(nodes)}
+    waiting = {i: {producer[v][0] for v in names if v in producer} for i, names in reads.items()}
     readers: dict[int, list[int]] = {}
     for i, sources in waiting.items():
         for source in sources:
@@ -369,30 +386,53 @@ def _signature(function: onnx.FunctionProto) -> Optional[str]:
     ready = [i for i, sources in waiting.items() if not sources]
     while ready:
         index = ready.pop()
-        node = function.node[index]
+        node = nodes[index]
+        attributes = []
+        for attr in node.attribute:
+            key = _attribute_key(attr, value)
+            if key is None:
+                return None
+            attributes.append(key)
         parts = [node.domain, node.op_type, node.overload, *[value(v) for v in node.input],
-                 str(len(node.output)), *sorted(_attribute_key(a) for a in node.attribute)]
+                 str(len(node.output)), *sorted(attributes)]
         keys[index] = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
         for reader in readers.get(index, []):
             waiting[reader].discard(index)
             if not waiting[reader]:
                 ready.append(reader)
-    if len(keys) != len(function.node):
-        return None
-    header = [
-        ",".join(function.input), ",".join(function.output), ",".join(function.attribute),
-        *sorted(_attribute_key(a) for a in function.attribute_proto),
-        *sorted(f"{o.domain or 'ai.onnx'}:{o.version}" for o in function.opset_import),
-    ]
-    return hashlib.sha256("\x00".join(header + [value(o) for o in function.output]).encode()).hexdigest()
+    return value if len(keys) == len(nodes) else None
 
 
-def _attribute_key(attr: onnx.AttributeProto) -> str:
+def _outer_reads(node) -> set:
+    """Names a node's subgraphs read from enclosing scopes (any name they do not compute themselves)."""
+    names = set()
+    for graph in _subgraphs(node):
+        computed = {out for n in graph.node for out in n.output} | {i.name for i in graph.input}
+        for inner in graph.node:
+            names |= {v for v in inner.input if v and v not in computed} | (_outer_reads(inner) - computed)
+        names |= {o.name for o in graph.output if o.name not in computed}
+    return names
+
+
+def _attribute_key(attr: onnx.AttributeProto, outer) -> Optional[str]:
     if attr.ref_attr_name:
         return f"{attr.name}=ref:{attr.ref_attr_name}:{attr.type}"
     if attr.type == onnx.AttributeProto.TENSOR:
         array = numpy_helper.to_array(attr.t)
         return f"{attr.name}=tensor:{attr.t.data_type}:{list(attr.t.dims)}:{array.tobytes().hex()}"
+    if attr.type == onnx.AttributeProto.GRAPH and outer is not None:
+        graph = attr.g
+        formal = {i.name: f"graph-input:{k}" for k, i in enumerate(graph.input)}
+        # A subgraph's initializer is a Constant by another name (onnxslim turns the branches' Constants,
+        # and shared ones from the enclosing body, into initializers): digested as that Constant node.
+        for tensor in graph.initializer:
+            value = onnx.helper.make_attribute("value", tensor)
+            parts = ["", "Constant", "", "1", _attribute_key(value, None)]
+            formal[tensor.name] = hashlib.sha256("\x00".join(parts).encode()).hexdigest() + ":0"
+        resolve = _digest_nodes(list(graph.node), lambda name: formal.get(name) or outer(name))
+        if resolve is None:
+            return None
+        return f"{attr.name}=graph:" + ",".join(resolve(o.name) for o in graph.output)
     if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         return f"{attr.name}=graph:{hashlib.sha256(attr.SerializeToString()).hexdigest()}"
     value = onnx.helper.get_attribute_value(attr)
@@ -402,18 +442,26 @@ def _attribute_key(attr: onnx.AttributeProto) -> str:
 def _inlined_copies(proto: onnx.ModelProto) -> int:
     """How many inlined copies of the fallback body the graph holds. The body's mark is the channel mean that
     is exact on flat locations: Equal(ReduceMin(t), ReduceMax(t)) of one tensor, which onnxruntime's
-    optimizations keep (it depends on the input). Values named by onnxruntime's inliner count at least one."""
-    graphs = [proto.graph] + [g for n in _all_nodes(proto.graph) for g in _subgraphs(n)]
-    copies, named = 0, False
-    for graph in graphs:
-        producer = {out: node for node in graph.node for out in node.output if out}
-        for node in graph.node:
-            named = named or any(out.startswith(_ORT_INLINED_PREFIX) for out in node.output)
-            if node.op_type != "Equal" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
-                continue
-            a, b = (producer.get(name) for name in node.input)
-            if a is None or b is None or not a.input or not b.input:
-                continue
-            if {a.op_type, b.op_type} == {"ReduceMin", "ReduceMax"} and a.input[0] == b.input[0]:
-                copies += 1
-    return max(copies, 1 if named else 0)
+    optimizations keep (it depends on the input). The body's two If branches (depthwise, general) both hold
+    it, so an If counts once whatever its branches hold. Values named by onnxruntime's inliner count at
+    least one."""
+    named = any(out.startswith(_ORT_INLINED_PREFIX) for node in _all_nodes(proto.graph) for out in node.output)
+    return max(_marks(proto.graph), 1 if named else 0)
+
+
+def _marks(graph: onnx.GraphProto) -> int:
+    producer = {out: node for node in graph.node for out in node.output if out}
+    count = 0
+    for node in graph.node:
+        branches = [_marks(sub) for sub in _subgraphs(node)]
+        if branches:
+            count += max(branches) if node.op_type == "If" else sum(branches)
+            continue
+        if node.op_type != "Equal" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+            continue
+        a, b = (producer.get(name) for name in node.input)
+        if a is None or b is None or not a.input or not b.input:
+            continue
+        if {a.op_type, b.op_type} == {"ReduceMin", "ReduceMax"} and a.input[0] == b.input[0]:
+            count += 1
+    return count

@@ -35,6 +35,19 @@ def _function(model) -> onnx.FunctionProto:
     return next(f for f in model.functions if (f.domain, f.name) == (DOMAIN, OP_TYPE))
 
 
+def _general_body(model):
+    """The nodes of the body's branch that runs for the test model (more than one channel per group)."""
+    branch = next(n for n in _function(model).node if n.op_type == "If")
+    return next(a.g.node for a in branch.attribute if a.name == "else_branch")
+
+
+def _all_body_nodes(function):
+    nodes = list(function.node)
+    for node in nodes:
+        nodes.extend(n for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node)
+    return nodes
+
+
 def _repaired_runs(model, exported, tmp_path):
     path = tmp_path / "repaired.onnx"
     fixed = repair(model, path)
@@ -102,7 +115,7 @@ def test_fallback_of_another_working_type(exported, tmp_path):
 @pytest.mark.parametrize("edit", ["op", "attribute", "constant", "wiring"])
 def test_body_edited_by_hand_is_named_and_replaced_on_request(exported, tmp_path, edit):
     model = _load(exported)
-    body = _function(model).node
+    body = _general_body(model)
     if edit == "op":
         node = next(n for n in body if n.op_type == "Sub")
         node.op_type = "Add"
@@ -110,7 +123,8 @@ def test_body_edited_by_hand_is_named_and_replaced_on_request(exported, tmp_path
         node = next(n for n in body if n.op_type == "ReduceMean" and any(a.name == "keepdims" for a in n.attribute))
         next(a for a in node.attribute if a.name == "keepdims").i = 0
     elif edit == "constant":
-        node = next(n for n in body if n.op_type == "Constant" and n.attribute[0].t.data_type == TensorProto.FLOAT)
+        node = next(n for n in _all_body_nodes(_function(model))
+                    if n.op_type == "Constant" and n.attribute[0].t.data_type == TensorProto.FLOAT)
         node.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(0.5, np.float32), node.attribute[0].t.name))
     else:
         node = next(n for n in body if n.op_type == "Mul")
@@ -131,14 +145,19 @@ def test_renamed_and_reordered_body_is_the_same_body(exported):
     model = _load(exported)
     function = _function(model)
     names = {}
-    for node in function.node:
+    for node in _all_body_nodes(function):
         for out in node.output:
             if out not in function.output:
                 names[out] = f"v{len(names)}"
-    for node in function.node:
+    for node in _all_body_nodes(function):  # the branches read outer values by name: renamed there too
         node.input[:] = [names.get(v, v) for v in node.input]
         node.output[:] = [names.get(v, v) for v in node.output]
         node.name = "renamed"
+    for node in function.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                for output in attr.g.output:
+                    output.name = names.get(output.name, output.name)
     # Move each Constant as early as possible: still topological, another order.
     constants = [copy.deepcopy(n) for n in function.node if n.op_type == "Constant"]
     others = [copy.deepcopy(n) for n in function.node if n.op_type != "Constant"]
@@ -200,7 +219,7 @@ def test_nothing_to_repair_in_a_plain_model(tmp_path):
 def test_edited_file_runs_differently_in_plain_onnxruntime(exported, tmp_path):
     """Why an edited body matters: the file still loads, and the fallback computes something else."""
     model = _load(exported)
-    next(n for n in _function(model).node if n.op_type == "Sub").op_type = "Add"
+    next(n for n in _general_body(model) if n.op_type == "Sub").op_type = "Add"
     path = tmp_path / "edited.onnx"
     onnx.save(model, path)
     assert not np.allclose(run_plain(path, exported.x), exported.y_ref, atol=1e-3)
