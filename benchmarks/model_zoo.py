@@ -125,7 +125,7 @@ def count_modules(model: nn.Module, predicate: Callable[[nn.Module], bool]) -> i
 def conv_kind(weight_shape, groups: int, stride) -> str:
     """How a convolution layer is classified in the breakdowns: depthwise, grouped, pointwise, stride 2,
     or dense kxk."""
-    out_ch, per_group = weight_shape[0], weight_shape[1]
+    per_group = weight_shape[1]
     kernel = list(weight_shape[2:])
     if groups > 1 and per_group == 1:
         return f"depthwise {kernel[0]}x{kernel[0]}"

@@ -28,6 +28,20 @@ class CliError(Exception):
     """An error the user can act on: printed as one line, no traceback."""
 
 
+def read_model(path: str):
+    """The ONNX model at `path` without its external data; a missing or unreadable file as a CliError."""
+    import os
+
+    import onnx
+
+    if not os.path.isfile(path):
+        raise CliError(f"model file not found: {path}")
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends say nothing about which file
+        raise CliError(f"{path} is not a readable ONNX model: {exc}") from exc
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when the message is empty."""
     text = str(exc).strip()

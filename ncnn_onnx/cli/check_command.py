@@ -28,19 +28,23 @@ def add_arguments(p) -> None:
 
 def load_diagnosis(path: str):
     """`ncnn_onnx.export.repair.diagnose` of the file, unreadable files as one-line errors."""
-    import onnx
-
     from ncnn_onnx.export.repair import diagnose
 
+    from . import read_model
+
+    return diagnose(read_model(path))
+
+
+def diagnosed_input(args):
+    """The diagnosis of a tool command's input (refused where its op version is not ours), with the
+    output's folder made."""
     from . import CliError
 
-    if not os.path.isfile(path):
-        raise CliError(f"model file not found: {path}")
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends say nothing about which file
-        raise CliError(f"{path} is not a readable ONNX model: {exc}") from exc
-    return diagnose(model)
+    before = load_diagnosis(args.model)
+    if not before.op_version_supported:
+        raise CliError(before.nodes_text())
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    return before
 
 
 def print_diagnosis(diagnosis, path: str) -> None:

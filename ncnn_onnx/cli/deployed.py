@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import onnx
 import onnxruntime as ort
@@ -24,14 +23,9 @@ def available(model_path: str) -> tuple[dict, dict]:
     """({label: session factory}, {label: why it is unavailable}) for this model and machine."""
     from ncnn_onnx import runtime
 
-    from . import CliError, first_line
+    from . import first_line, read_model
 
-    if not os.path.isfile(model_path):
-        raise CliError(f"model file not found: {model_path}")
-    try:
-        model = onnx.load(model_path, load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends say nothing about which file
-        raise CliError(f"{model_path} is not a readable ONNX model: {exc}") from exc
+    model = read_model(model_path)
     paths, missing = {}, {}
     try:
         runtime.get_library_path()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 
@@ -19,12 +18,9 @@ def run(args) -> int:
     from ncnn_onnx.runtime import tools
 
     from . import CliError, first_line
-    from .check_command import load_diagnosis
+    from .check_command import diagnosed_input, load_diagnosis
 
-    before = load_diagnosis(args.model)
-    if not before.op_version_supported:
-        raise CliError(before.nodes_text())
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    diagnosed_input(args)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -6,7 +6,6 @@ Quantize the result with onnxruntime.quantization.quantize_static / quantize_dyn
 
 from __future__ import annotations
 
-import os
 
 
 def add_arguments(p) -> None:
@@ -22,13 +21,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ncnn_onnx.runtime import tools
 
-    from . import CliError, first_line
-    from .check_command import load_diagnosis
+    from . import CliError
+    from .check_command import diagnosed_input, load_diagnosis
 
-    before = load_diagnosis(args.model)
-    if not before.op_version_supported:
-        raise CliError(before.nodes_text())
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    diagnosed_input(args)
     try:
         tools.quant_pre_process(args.model, args.output, skip_optimization=args.skip_optimization,
                                 skip_onnx_shape=args.skip_onnx_shape, skip_symbolic_shape=args.skip_symbolic_shape,

@@ -80,7 +80,7 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     if opset < 18:
         raise ValueError(f"the NormalizedConv function body needs ONNX opset >= 18, got {opset}")
     b = _Body()
-    axis2, minus1 = b.const([2]), b.const([-1])
+    minus1 = b.const([-1])
 
     # Shapes: N, C, spatial of X; M, cg, kernel of W; G = C / cg; K = prod(kernel).
     s = _Shapes(

@@ -267,6 +267,13 @@ def opset_cases(draw):
 @st.composite
 def pad_bomb_cases(draw):
     """One pad past the default limit, max(dilated kernel extent - 1, input extent): refused, quickly."""
+    case = _past_pad_limit(draw, st.one_of(st.integers(1, 65), st.integers(2**20, 2**40)))
+    return _error_case(case, "pad_bomb", [], PAD_WORDS, fast=True)
+
+
+def _past_pad_limit(draw, beyond):
+    """A small valid case with one pad `beyond` past the default limit,
+    max(dilated kernel extent - 1, input extent)."""
     case = draw(valid_cases(small=True, explicit_pads=True))
     attrs = case["attrs"]
     k = len(case["w_shape"]) - 2
@@ -275,24 +282,15 @@ def pad_bomb_cases(draw):
     d = i % k
     dilation = attrs.get("dilations", [1] * k)[d]
     limit = max(_span(case["w_shape"][2 + d], dilation) - 1, case["x_shape"][2 + d])
-    pads[i] = limit + 1 + draw(st.one_of(st.integers(0, 64), st.integers(2**20, 2**40)))
+    pads[i] = limit + draw(beyond)
     attrs["pads"] = pads
-    return _error_case(case, "pad_bomb", [], PAD_WORDS, fast=True)
+    return case
 
 
 @st.composite
 def raised_pad_cases(draw):
     """Pads past the default limit with NCNN_ONNX_MAX_PAD raised: valid, and must match the reference."""
-    case = draw(valid_cases(small=True, explicit_pads=True))
-    attrs = case["attrs"]
-    k = len(case["w_shape"]) - 2
-    pads = list(attrs.get("pads", [0] * (2 * k)))
-    i = draw(st.integers(0, 2 * k - 1))
-    d = i % k
-    dilation = attrs.get("dilations", [1] * k)[d]
-    limit = max(_span(case["w_shape"][2 + d], dilation) - 1, case["x_shape"][2 + d])
-    pads[i] = limit + draw(st.integers(1, 8))
-    attrs["pads"] = pads
+    case = _past_pad_limit(draw, st.integers(1, 8))
     case["kind"] = "raised_pad"
     case["env"] = dict(LIMITS_ENV)
     return case
