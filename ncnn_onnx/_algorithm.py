@@ -273,10 +273,18 @@ def forward(
     y = torch.empty_like(ylin)  # a fresh base tensor, not a view: callers may modify it in place
     y_g = y.view(ylin_g.shape)
     if scale:
-        torch.mul(ylin_g, rstd_g, out=y_g) if bias_g is None else torch.addcmul(bias_g, ylin_g, rstd_g, out=y_g)
+        _into(y_g, torch.mul, ylin_g, rstd_g) if bias_g is None else _into(y_g, torch.addcmul, bias_g, ylin_g, rstd_g)
     else:
-        y_g.copy_(ylin_g) if bias_g is None else torch.add(ylin_g, bias_g, out=y_g)
+        y_g.copy_(ylin_g) if bias_g is None else _into(y_g, torch.add, ylin_g, bias_g)
     return in_memory_format_of(y.to(x.dtype), x), ylin.to(x.dtype), st
+
+
+def _into(out: Tensor, fn, *args) -> None:
+    """fn(*args, out=out); under torch.func.vmap, which has no batching rule for out= variants, a copy."""
+    if torch._C._functorch.is_batchedtensor(out):
+        out.copy_(fn(*args))
+    else:
+        fn(*args, out=out)
 
 
 def in_memory_format_of(y: Tensor, x: Tensor) -> Tensor:
