@@ -407,20 +407,22 @@ def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, 
     sdt = statistics_dtype(x.dtype)
     gx = _crop_padding(gx, geo, spatial)
     gx_g = gx.to(sdt).reshape(n, g, cg, *spatial)
-    per_patch = torch.zeros(n, g, n_k, *out, dtype=sdt, device=gx.device)
+    # The per-patch terms (N, G, K, *out), built out of place: under torch.func.vmap an in-place update of
+    # an unbatched buffer by batched terms is not allowed.
+    per_patch = None
     coeff_x = None
     if center:
         wtot = weight.to(sdt).reshape(g, out_ch // g, -1).sum(2)  # (G, M/G)
         mean_grad = torch.bmm(wtot.expand(n, -1, -1).reshape(n * g, 1, -1), gy_b) / fan_in  # (N*G, 1, P)
         if scale:
             mean_grad *= r_b
-        per_patch -= mean_grad.view(n, g, 1, *out)
+        per_patch = mean_grad.view(n, g, 1, *out).neg()  # the same for every k: broadcast below
     if scale:
         # e = r^2 A = r^3 sum_m gy_m ylin_m / I, the weight of (v_i - mu) in dv.
         e = (dot * r_b.pow(3) / fan_in).view(n, g, 1, *out)
-        per_patch.addcmul_(e, stats.dev, value=-1)
+        per_patch = torch.mul(e, stats.dev).neg_() if per_patch is None else torch.addcmul(per_patch, e, stats.dev, value=-1)
         coeff_x = _fold(e.expand(n, g, n_k, *out), kernel, geo, spatial)
-    gx_g += _fold(per_patch, kernel, geo, spatial).unsqueeze(2)
+    gx_g += _fold(per_patch.expand(n, g, n_k, *out), kernel, geo, spatial).unsqueeze(2)
     if coeff_x is not None:
         # x - m again (freed while the convolution gradients were taken): centred before the product, so
         # no cancellation on bright inputs.
