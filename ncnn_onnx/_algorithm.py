@@ -273,10 +273,18 @@ def forward(
     y = torch.empty_like(ylin)  # a fresh base tensor, not a view: callers may modify it in place
     y_g = y.view(ylin_g.shape)
     if scale:
-        torch.mul(ylin_g, rstd_g, out=y_g) if bias_g is None else torch.addcmul(bias_g, ylin_g, rstd_g, out=y_g)
+        _into(y_g, torch.mul, ylin_g, rstd_g) if bias_g is None else _into(y_g, torch.addcmul, bias_g, ylin_g, rstd_g)
     else:
-        y_g.copy_(ylin_g) if bias_g is None else torch.add(ylin_g, bias_g, out=y_g)
+        y_g.copy_(ylin_g) if bias_g is None else _into(y_g, torch.add, ylin_g, bias_g)
     return in_memory_format_of(y.to(x.dtype), x), ylin.to(x.dtype), st
+
+
+def _into(out: Tensor, fn, *args) -> None:
+    """fn(*args, out=out); under torch.func.vmap, which has no batching rule for out= variants, a copy."""
+    if torch._C._functorch.is_batchedtensor(out):
+        out.copy_(fn(*args))
+    else:
+        fn(*args, out=out)
 
 
 def in_memory_format_of(y: Tensor, x: Tensor) -> Tensor:
@@ -399,20 +407,22 @@ def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, 
     sdt = statistics_dtype(x.dtype)
     gx = _crop_padding(gx, geo, spatial)
     gx_g = gx.to(sdt).reshape(n, g, cg, *spatial)
-    per_patch = torch.zeros(n, g, n_k, *out, dtype=sdt, device=gx.device)
+    # The per-patch terms (N, G, K, *out), built out of place: under torch.func.vmap an in-place update of
+    # an unbatched buffer by batched terms is not allowed.
+    per_patch = None
     coeff_x = None
     if center:
         wtot = weight.to(sdt).reshape(g, out_ch // g, -1).sum(2)  # (G, M/G)
         mean_grad = torch.bmm(wtot.expand(n, -1, -1).reshape(n * g, 1, -1), gy_b) / fan_in  # (N*G, 1, P)
         if scale:
             mean_grad *= r_b
-        per_patch -= mean_grad.view(n, g, 1, *out)
+        per_patch = mean_grad.view(n, g, 1, *out).neg()  # the same for every k: broadcast below
     if scale:
         # e = r^2 A = r^3 sum_m gy_m ylin_m / I, the weight of (v_i - mu) in dv.
         e = (dot * r_b.pow(3) / fan_in).view(n, g, 1, *out)
-        per_patch.addcmul_(e, stats.dev, value=-1)
+        per_patch = torch.mul(e, stats.dev).neg_() if per_patch is None else torch.addcmul(per_patch, e, stats.dev, value=-1)
         coeff_x = _fold(e.expand(n, g, n_k, *out), kernel, geo, spatial)
-    gx_g += _fold(per_patch, kernel, geo, spatial).unsqueeze(2)
+    gx_g += _fold(per_patch.expand(n, g, n_k, *out), kernel, geo, spatial).unsqueeze(2)
     if coeff_x is not None:
         # x - m again (freed while the convolution gradients were taken): centred before the product, so
         # no cancellation on bright inputs.

@@ -61,34 +61,60 @@ def _geometry(stride, pads, dilation, groups) -> ConvGeometry:
 
 
 class NormalizedConvFunction(torch.autograd.Function):
+    """The training path, in the `setup_context` style that torch.func transforms (vmap, grad,
+    functional_call, and Opacus' per-sample gradients built on them) require.
+
+    `forward` may not touch ctx in that style, so it returns what backward needs as extra outputs,
+    (y, ylin, *statistics), marked non-differentiable; `apply` hands back y alone. Its vmap rule is
+    generated (`generate_vmap_rule`): forward and backward are plain PyTorch ops, which vmap batches.
+    """
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: bool):
+    def forward(x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: bool):
         y, ylin, stats = _algorithm.forward(x, weight, bias, geo, eps, center, scale)
-        ctx.args = (geo, eps, center, scale)
-        ctx.has_bias = bias is not None
         if stats is None:  # a plain convolution (center=0, scale=0): its backward needs x and weight only
-            ctx.keep_stats = False
-            ctx.save_for_backward(x, weight, None)
-            return y
+            return (y,)
         # Keep the patch statistics only while they are no larger than x (not for depthwise layers,
         # whose patch maps are K times the input): memory stays O(input), else recompute.
         if center:
             stats.patches = None  # only the uncentred product needs the raw patches
-        keep = stats.nbytes() <= x.numel() * x.element_size()
-        ctx.keep_stats = keep
-        extra = (stats.m, stats.patches, stats.dev, stats.rstd) if keep else ()
-        ctx.save_for_backward(x, weight, ylin, *extra)
-        return y
+        if stats.nbytes() > x.numel() * x.element_size():
+            return y, ylin
+        return (y, ylin, *_stat_tensors(stats, center, scale))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, geo, eps, center, scale = inputs
+        ctx.args = (geo, eps, center, scale)
+        ctx.has_bias = bias is not None
+        ctx.keep_stats = len(output) > 2
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, weight, *output[1:])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):
-        x, weight, ylin, *extra = ctx.saved_tensors
-        stats = _algorithm.PatchStatistics(*extra) if ctx.keep_stats else None
+    def backward(ctx, grad_y, *_unused):
+        x, weight, *rest = ctx.saved_tensors
+        geo, eps, center, scale = ctx.args
+        ylin = rest[0] if rest else None
+        stats = _stats_from_tensors(rest[1:], center, scale) if ctx.keep_stats else None
         gx, gw, gb = _algorithm.backward(
             grad_y.contiguous(), x, weight, ctx.has_bias, ylin, stats, *ctx.args, ctx.needs_input_grad[:3]
         )
         return gx, gw, gb, None, None, None, None
+
+
+def _stat_tensors(stats: _algorithm.PatchStatistics, center: bool, scale: bool) -> tuple:
+    """The statistics as a flat tuple of tensors: m, dev, then patches (center off), rstd (scale on)."""
+    return (stats.m, stats.dev) + (() if center else (stats.patches,)) + ((stats.rstd,) if scale else ())
+
+
+def _stats_from_tensors(tensors, center: bool, scale: bool) -> _algorithm.PatchStatistics:
+    m, dev, *rest = tensors
+    patches = None if center else rest.pop(0)
+    return _algorithm.PatchStatistics(m=m, patches=patches, dev=dev, rstd=rest[0] if scale else None)
 
 
 @torch.library.custom_op("ncnn_onnx::normalized_conv", mutates_args=())
@@ -140,15 +166,17 @@ normalized_conv.register_autograd(_op_backward, setup_context=_setup_context)
 
 
 def apply(x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: bool) -> Tensor:
-    """Dispatch: the opaque op while exporting or when no gradient is needed, else the training path."""
+    """Dispatch: the opaque op while exporting or tracing (torch.jit.trace records it as one node, whose
+    registered autograd formula keeps the traced model trainable) or when no gradient is needed, else the
+    training path. The TorchScript ONNX exporter traces too, and is refused (it cannot write the op)."""
     if torch.jit.is_tracing():
         _refuse_foreign_onnx_export("torch.onnx.export(..., dynamo=False) (the TorchScript exporter)")
     wants_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
-    if torch.compiler.is_exporting() or not wants_grad:
+    if torch.compiler.is_exporting() or torch.jit.is_tracing() or not wants_grad:
         return torch.ops.ncnn_onnx.normalized_conv(
             x, weight, bias, list(geo.stride), list(geo.pads), list(geo.dilation), geo.groups,
             eps, center, scale,
         )
-    return NormalizedConvFunction.apply(x, weight, bias, geo, eps, center, scale)
+    return NormalizedConvFunction.apply(x, weight, bias, geo, eps, center, scale)[0]

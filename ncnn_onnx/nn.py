@@ -69,6 +69,17 @@ class _NormalizedConvMixin:
             self.eps, self.center, self.scale,
         )
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling it. The forward pass dispatches
+        # to a Python autograd.Function (the training path), which TorchScript cannot compile; instead of
+        # its type error deep in the argument handling, say what works.
+        raise TypeError(
+            f"{type(self).__name__} cannot be compiled by torch.jit.script: its forward pass runs a Python "
+            "autograd.Function. Use torch.jit.trace(model, example_inputs) (the layer is one traced "
+            "ncnn_onnx::normalized_conv node, trainable), torch.compile(model), or ncnn_onnx.export.export(model, "
+            "args, path) for deployment."
+        )
+
     def extra_repr(self) -> str:
         parts = [super().extra_repr()]
         if self.eps != 1e-5:
