@@ -108,7 +108,7 @@ def _fold(patches: Tensor, kernel, geo: ConvGeometry, spatial) -> Tensor:
         # F.fold is col2im for 2-d maps; a 1-d map is a 2-d map of height 1.
         lift = (lambda v: [1, *v]) if k == 1 else (lambda v: list(v))
         folded = F.fold(
-            patches.reshape(n, g * n_k, -1), lift(padded_shape), lift(kernel),
+            patches.reshape(n, g * n_k, math.prod(patches.shape[3:])), lift(padded_shape), lift(kernel),
             dilation=lift(geo.dilation), stride=lift(geo.stride),
         ).reshape(n, g, *padded_shape)
     else:
@@ -147,7 +147,7 @@ def convolution(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeom
 
 def _per_group(t: Tensor, groups: int) -> Tensor:
     """(N, M, *s) -> (N, G, M/G, flat s)."""
-    return t.reshape(t.shape[0], groups, t.shape[1] // groups, -1)
+    return t.reshape(t.shape[0], groups, t.shape[1] // groups, math.prod(t.shape[2:]))
 
 
 @dataclass
@@ -255,14 +255,17 @@ def forward(
     del xcg
     patch_term = st.dev if center else st.patches
     wsum = weight.to(sdt).reshape(g, out_ch // g, c // g, n_k).sum(2)  # (G, M/G, K)
-    ylin_b = ylin.view(n * g, out_ch // g, -1)
+    # Explicit sizes, no -1: under torch.compile with dynamic shapes a -1 asks the compiler to prove a
+    # division of symbolic sizes exact, which Inductor failed at ("Invalid ranges").
+    p_out = math.prod(out)
+    ylin_b = ylin.view(n * g, out_ch // g, p_out)
     ylin_b.baddbmm_(
-        wsum.expand(n, -1, -1, -1).reshape(n * g, out_ch // g, n_k), patch_term.reshape(n * g, n_k, -1)
+        wsum.expand(n, -1, -1, -1).reshape(n * g, out_ch // g, n_k), patch_term.reshape(n * g, n_k, p_out)
     )
 
     # Broadcasting views (N, G, M/G, P): rstd varies per group and position, bias per channel.
-    ylin_g = ylin.view(n, g, out_ch // g, -1)
-    rstd_g = st.rstd.reshape(n, g, 1, -1) if scale else None
+    ylin_g = ylin.view(n, g, out_ch // g, p_out)
+    rstd_g = st.rstd.reshape(n, g, 1, p_out) if scale else None
     bias_g = None if bias is None else bias.to(sdt).reshape(1, g, out_ch // g, 1)
     if not for_backward:
         if scale:
@@ -335,9 +338,10 @@ def backward(
     if stats is None:
         m, xcg = centre_channels(x, g)
         stats = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=False)
-    gy_b = grad_y.to(sdt).reshape(n * g, mg, -1)  # (N*G, M/G, P)
-    r_b = stats.rstd.reshape(n * g, 1, -1) if scale else None
-    patch_term = (stats.dev if center else stats.patches).reshape(n * g, n_k, -1)
+    p_out = math.prod(out)  # explicit sizes, no -1 (see forward)
+    gy_b = grad_y.to(sdt).reshape(n * g, mg, p_out)  # (N*G, M/G, P)
+    r_b = stats.rstd.reshape(n * g, 1, p_out) if scale else None
+    patch_term = (stats.dev if center else stats.patches).reshape(n * g, n_k, p_out)
     # sum_m gy_m ylin_m is taken first, so its temporary is gone before the large buffers below exist.
     dot = torch.linalg.vecdot(gy_b, ylin.to(sdt).view(gy_b.shape), dim=1).unsqueeze(1) if need_x and scale else None
 
@@ -412,8 +416,8 @@ def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, 
     per_patch = None
     coeff_x = None
     if center:
-        wtot = weight.to(sdt).reshape(g, out_ch // g, -1).sum(2)  # (G, M/G)
-        mean_grad = torch.bmm(wtot.expand(n, -1, -1).reshape(n * g, 1, -1), gy_b) / fan_in  # (N*G, 1, P)
+        wtot = weight.to(sdt).reshape(g, out_ch // g, fan_in).sum(2)  # (G, M/G)
+        mean_grad = torch.bmm(wtot.expand(n, -1, -1).reshape(n * g, 1, out_ch // g), gy_b) / fan_in  # (N*G, 1, P)
         if scale:
             mean_grad *= r_b
         per_patch = mean_grad.view(n, g, 1, *out).neg()  # the same for every k: broadcast below

@@ -174,7 +174,10 @@ def apply(x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: b
     wants_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
-    if torch.compiler.is_exporting() or torch.jit.is_tracing() or not wants_grad:
+    # Under torch.compile the op stays opaque too (its registered autograd formula trains it): traced
+    # through, the training path's views gave Inductor symbolic strides it failed on ("Invalid ranges")
+    # once a new input size made it recompile with dynamic shapes.
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing() or not wants_grad:
         return torch.ops.ncnn_onnx.normalized_conv(
             x, weight, bias, list(geo.stride), list(geo.pads), list(geo.dilation), geo.groups,
             eps, center, scale,

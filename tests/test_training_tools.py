@@ -227,3 +227,19 @@ def test_jit_script_names_the_alternatives(module):
         torch.jit.script(module)
     for alternative in ("torch.jit.trace", "torch.compile", "ncnn_onnx.export"):
         assert re.search(re.escape(alternative), str(info.value))
+
+
+def test_torch_compile_recompiles_for_new_input_sizes():
+    """A new input size makes torch.compile recompile with dynamic shapes; the NC op stays opaque to it
+    (fake kernel for shapes, registered autograd), so that recompile works and still matches eager."""
+    torch.manual_seed(5)
+    model = nn.Sequential(NormalizedConv2d(3, 8, 3, padding=1), nn.ReLU(), NormalizedConv2d(8, 4, 3, stride=2))
+    compiled = torch.compile(model)
+    for shape in [(2, 3, 12, 12), (3, 3, 14, 12), (4, 3, 16, 16)]:
+        x = torch.randn(*shape)
+        xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+        yc, ye = compiled(xc), model(xe)
+        assert_parity(yc.detach(), ye.detach().double(), torch.float32)
+        yc.square().sum().backward()
+        ye.square().sum().backward()
+        assert_parity(xc.grad, xe.grad.double(), torch.float32)
