@@ -60,7 +60,7 @@ SAN_ASAN_OPTIONS := detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:m
 SAN_UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 
 sanitize: $(STAMP)
-	@inc="$${ONNXRUNTIME_INCLUDE_DIR:-$$(ls -d $(CURDIR)/build/*/onnxruntime-headers/unpacked/usr/include/onnxruntime \
+	@inc="$${ONNXRUNTIME_INCLUDE_DIR:-$$(ls -d $(CURDIR)/build/*/onnxruntime-headers/libonnxruntime-dev_*/usr/include/onnxruntime \
 		2>/dev/null | grep -v '/sanitize/' | head -n 1)}"; \
 	set -x; $(VENV)/bin/cmake -S . -B $(SAN_DIR) -G Ninja -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja \
 		-DCMAKE_CXX_COMPILER=$(SAN_CXX) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNCNN_ONNX_SANITIZE=ON \
