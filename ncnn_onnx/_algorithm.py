@@ -31,6 +31,10 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from ._extras import require
+
+require("torch", "ncnn_onnx")
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor

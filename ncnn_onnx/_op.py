@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ._extras import require
+
+require("torch", "ncnn_onnx")
+
 import torch
 from torch import Tensor
 

@@ -19,13 +19,16 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from .._extras import require
     from . import CliError, first_line
     from .model_spec import load_model, parse_shape
 
     shape = parse_shape(args.input_shape)
+    for module in ("onnx_ir", "onnxscript"):  # the rest of the [export] extra (load_model checks torch)
+        require(module, "ncnn-onnx export", "export")
     with tqdm(total=3, desc="export", unit="step", leave=False, disable=None) as bar:
         bar.set_postfix_str("building the model")
-        model = load_model(args.spec, args.weights)  # first, so that a bad SPEC fails before torch loads
+        model = load_model(args.spec, args.weights, "ncnn-onnx export", "export")
         import torch
 
         dtype = torch.float16 if args.fp16 else torch.float32

@@ -7,13 +7,17 @@ import os
 import sys
 
 
-def load_model(spec: str, weights: str | None = None):
-    """Import `package.module`, call `factory()`, load a state_dict if given; the model in eval mode."""
+def load_model(spec: str, weights: str | None = None, command: str = "ncnn-onnx", extra: str = "torch"):
+    """Import `package.module`, call `factory()`, load a state_dict if given; the model in eval mode.
+    torch is checked before the user's module is imported, so that its absence names the extra to install
+    (`command` needs `extra`) instead of failing inside that module."""
+    from .._extras import require
     from . import CliError
 
     module_name, sep, factory_name = spec.partition(":")
     if not sep or not module_name or not factory_name:
         raise CliError(f"model spec must look like package.module:factory, got {spec!r}")
+    require("torch", command, extra)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # so a module beside the user's files is found, as with python -m
     try:
