@@ -73,7 +73,7 @@ class ConvGeometry:
 
 
 def statistics_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Patch statistics are never computed in less than float32 (DESIGN.md §3)."""
+    """Patch statistics are never computed in less than float32 (docs/architecture.md, "Numerics")."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
