@@ -21,10 +21,11 @@ def run(args) -> int:
 
     from .._extras import require
     from . import CliError, first_line
-    from .model_spec import load_model, parse_shape
+    from .model_spec import load_model, parse_shape, split_spec
 
     shape = parse_shape(args.input_shape)
-    for module in ("onnx_ir", "onnxscript"):  # the rest of the [export] extra (load_model checks torch)
+    split_spec(args.spec)  # a malformed SPEC fails before anything heavy is imported
+    for module in ("torch", "onnx_ir", "onnxscript"):  # the [export] extra (onnxscript imports onnx_ir)
         require(module, "ncnn-onnx export", "export")
     with tqdm(total=3, desc="export", unit="step", leave=False, disable=None) as bar:
         bar.set_postfix_str("building the model")

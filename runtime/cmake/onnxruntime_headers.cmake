@@ -8,7 +8,8 @@
 #   2. An installed copy: <prefix>/include/onnxruntime (or the older .../onnxruntime/core/session layout)
 #      for each prefix in NCNN_ORT_SYSTEM_PREFIXES (default: CMAKE_PREFIX_PATH, $CONDA_PREFIX, /usr/local, /usr).
 #   3. Debian's libonnxruntime-dev, exactly one file pinned below by version and SHA-256, downloaded from the
-#      Debian mirror the machine's apt sources name (or NCNN_ORT_DEB_MIRROR) and unpacked by CMake itself:
+#      Debian mirror the machine's apt sources name (or NCNN_ORT_DEB_MIRROR, a CMake or environment variable)
+#      and unpacked by CMake itself into NCNN_ORT_WORK_DIR (the same):
 #      no apt, dpkg or package index involved, so it works on any Linux that can reach such a mirror. The
 #      headers are architecture-independent, so the amd64 file serves every target architecture.
 #   4. The same pinned version through `apt-get download` with a private apt state (apt's own transport,
@@ -27,7 +28,8 @@ set(NCNN_ORT_DEB_SHA256 "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c
 set(NCNN_ORT_DEB_ARCH "amd64" CACHE STRING "Architecture of the pinned .deb (the headers are the same on all)")
 set(NCNN_ORT_DEB_POOL "pool/main/o/onnxruntime" CACHE STRING "Directory of the .deb below the mirror URI")
 set(NCNN_ORT_DEB_SUITE "trixie" CACHE STRING "Debian suite apt-get asks for the pinned version (fallback only)")
-set(NCNN_ORT_DEB_MIRROR "" CACHE STRING "Debian archive URI to fetch from (default: from the apt sources)")
+set(NCNN_ORT_DEB_MIRROR "$ENV{NCNN_ORT_DEB_MIRROR}" CACHE STRING
+    "Debian archive URI to fetch from (default: the environment variable, else the apt sources)")
 set(NCNN_ORT_APT_ETC "/etc/apt" CACHE PATH "apt configuration directory whose sources name the mirror")
 
 # The oldest C API the library can use, read from the source that asks for it.
@@ -39,8 +41,14 @@ if(NOT NCNN_ORT_MIN_API_VERSION)
   message(FATAL_ERROR "cannot read kOrtApiVersion from runtime/common/ort_api.h")
 endif()
 
+# Where the pinned .deb is unpacked (and found again on the next build). The environment variable lets
+# several build trees, or a container build without network, share one copy (docs/packaging.md).
 if(NOT DEFINED NCNN_ORT_WORK_DIR)
-  set(NCNN_ORT_WORK_DIR "${CMAKE_BINARY_DIR}/onnxruntime-headers")
+  if(DEFINED ENV{NCNN_ORT_WORK_DIR})
+    set(NCNN_ORT_WORK_DIR "$ENV{NCNN_ORT_WORK_DIR}")
+  else()
+    set(NCNN_ORT_WORK_DIR "${CMAKE_BINARY_DIR}/onnxruntime-headers")
+  endif()
 endif()
 if(NOT DEFINED NCNN_ORT_SYSTEM_PREFIXES)
   set(NCNN_ORT_SYSTEM_PREFIXES ${CMAKE_PREFIX_PATH})

@@ -106,7 +106,8 @@ def run_script(tmp_path, *, path: str | None = None, env_extra: dict | None = No
                 "NCNN_ORT_APT_ETC": str(apt_etc)}
     settings.update(defines)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("ONNXRUNTIME_INCLUDE_DIR", "CONDA_PREFIX") and not k.lower().endswith("_proxy")}
+           if k not in ("ONNXRUNTIME_INCLUDE_DIR", "CONDA_PREFIX") and not k.startswith("NCNN_ORT_")
+           and not k.lower().endswith("_proxy")}
     env["PATH"] = path
     env.update(env_extra or {})
     args = [_cmake()] + [f"-D{k}={v}" for k, v in settings.items()] + ["-P", str(SCRIPT)]

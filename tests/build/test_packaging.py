@@ -148,3 +148,21 @@ def test_cmake_cuda_off_and_wheel_label_binding(tmp_path):
     assert code != 0 and "set the environment variable instead" in output, output
     code, output, _ = _configure(tmp_path, "-DNCNN_ONNX_CUDA=sometimes")
     assert code != 0 and "NCNN_ONNX_CUDA must be AUTO, ON or OFF" in output, output
+
+
+def test_one_minimum_onnxruntime_everywhere():
+    """The C API version the library asks for fixes the oldest onnxruntime; every place that states a minimum
+    states that one, and `make compat` tests exactly it."""
+    import re
+
+    api = int(re.search(r"kOrtApiVersion = (\d+);", (ROOT / "runtime/common/ort_api.h").read_text()).group(1))
+    dependencies = re.search(r"^dependencies = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert f'"onnxruntime>=1.{api}"' in dependencies, dependencies
+    stated = {}
+    for name in ("README.md", "docs/packaging.md", "docs/architecture.md", "examples/triton_serving/README.md",
+                 "runtime/register.cc", "runtime/common/ort_api.h"):
+        text = (ROOT / name).read_text()
+        stated[name] = set(re.findall(r"onnxruntime\s*(?:>=|from)\s*1\.(\d+)", text))
+        assert stated[name], f"{name} states no minimum onnxruntime"
+    assert all(found == {str(api)} for found in stated.values()), stated
+    assert re.search(rf"^COMPAT_ORT \?= 1\.{api}\.0$", (ROOT / "Makefile").read_text(), re.M)
