@@ -104,7 +104,8 @@ headers:
 	"$$cmake" -DNCNN_ORT_WORK_DIR=$(CURDIR)/build/onnxruntime-headers -P runtime/cmake/onnxruntime_headers.cmake
 
 wheel: $(STAMP)
-	NCNN_ONNX_CUDA=$${NCNN_ONNX_CUDA:-OFF} $(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	cuda=$${NCNN_ONNX_CUDA:-OFF}; NCNN_ONNX_CUDA=$$cuda $(PY) -m pip wheel -q --no-deps --no-build-isolation \
+		-C build-dir=build/wheel-cuda-$$cuda -w dist .
 	@ls -l dist/*.whl
 
 smoke: $(STAMP)
