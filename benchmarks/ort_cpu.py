@@ -56,7 +56,7 @@ SHAPES = [
 # The function body needs opset >= 18; a plain Conv reads the same at any opset.
 OPSET = 18
 TARGET = 1.3
-# The fallback must reproduce the kernel well within the parity bar (DESIGN.md §3), or a path is wrong.
+# The fallback must reproduce the kernel well within the parity bar (docs/architecture.md), or a path is wrong.
 AGREEMENT = 1e-3
 
 

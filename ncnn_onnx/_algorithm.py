@@ -31,6 +31,10 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from ._extras import require
+
+require("torch", "ncnn_onnx")
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -69,7 +73,7 @@ class ConvGeometry:
 
 
 def statistics_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Patch statistics are never computed in less than float32 (DESIGN.md §3)."""
+    """Patch statistics are never computed in less than float32 (docs/architecture.md, "Numerics")."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 

@@ -17,6 +17,10 @@ import contextlib
 import threading
 from typing import Iterator, Optional
 
+from ._extras import require
+
+require("torch", "ncnn_onnx")
+
 import torch
 from torch import Tensor
 

@@ -7,6 +7,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
 
+from ._extras import require
+
+require("torch", "ncnn_onnx.convert_model")
+
 from torch import nn
 
 from .nn import CONV_TO_NC, NORMALIZED_CONV_TYPES, from_conv

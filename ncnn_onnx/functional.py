@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+from ._extras import require
+
+require("torch", "ncnn_onnx.functional")
+
 import torch
 from torch import Tensor
 

@@ -16,6 +16,10 @@ single NC with weight `effective_weight()`: that is what the exporter writes.
 
 from __future__ import annotations
 
+from ._extras import require
+
+require("torch", "ncnn_onnx.nn")
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -1,4 +1,4 @@
-"""The parity contract (DESIGN.md §3), stated once for the tests and for `ncnn-onnx check`.
+"""The parity contract (docs/architecture.md, "Numerics"), stated once for the tests and for `ncnn-onnx check`.
 
 Every deployed path must agree with a float64 reference to
     max|Y - Y_ref| <= PARITY_BAR[dtype] * max|Y_ref|

@@ -1,4 +1,4 @@
-"""The tests' one helper for the parity contract (DESIGN.md §3; the bar itself is
+"""The tests' one helper for the parity contract (docs/architecture.md, "Numerics"; the bar itself is
 ncnn_onnx.parity, shared with `ncnn-onnx check`) and the float64 reference.
 
 The reference is deliberately naive and independent of the package: it materializes every patch with

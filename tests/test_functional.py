@@ -143,7 +143,7 @@ def test_unbatched_input():
 
 
 def test_memory_saved_for_backward_is_linear_in_input():
-    """Nothing k^2-times the input is kept for backward (DESIGN.md §4)."""
+    """Nothing k^2-times the input is kept for backward (docs/architecture.md)."""
     x = torch.randn(2, 16, 20, 20, requires_grad=True)
     w = torch.randn(16, 16, 5, 5, requires_grad=True)
     saved = []

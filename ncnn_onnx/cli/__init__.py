@@ -72,8 +72,10 @@ def main(argv=None) -> int:
     except Exception as exc:  # one clear line; the traceback only on request
         if args.debug:
             raise
+        from .._extras import MissingExtraError
+
         message = first_line(exc)
-        if not isinstance(exc, CliError) and str(exc).strip():  # unforeseen: the type says more too
+        if not isinstance(exc, (CliError, MissingExtraError)) and str(exc).strip():  # unforeseen: the type too
             message = f"{type(exc).__name__}: {message}"
         print(f"ncnn-onnx {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -65,7 +65,9 @@ def run(args) -> int:
 
 
 def _parity(args) -> bool:
-    import torch
+    from .._extras import require
+
+    torch = require("torch", "ncnn-onnx check")
     from tqdm import tqdm
 
     from ncnn_onnx.parity import bar, parity_error
@@ -75,7 +77,7 @@ def _parity(args) -> bool:
 
     sessions, missing = deployed.open_all(args.model, args.threads)
     sig = inputs.signature(next(iter(sessions.values())))
-    eager = load_model(args.reference, args.weights)
+    eager = load_model(args.reference, args.weights, "ncnn-onnx check")
     # Eager runs in the exported precision (an --fp16 model takes float16); the float64 reference starts
     # from the same rounded weights, so only the arithmetic is measured.
     dtype = torch.from_numpy(np.zeros(0, sig[0][2])).dtype

@@ -19,13 +19,17 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from .._extras import require
     from . import CliError, first_line
-    from .model_spec import load_model, parse_shape
+    from .model_spec import load_model, parse_shape, split_spec
 
     shape = parse_shape(args.input_shape)
+    split_spec(args.spec)  # a malformed SPEC fails before anything heavy is imported
+    for module in ("torch", "onnx_ir", "onnxscript"):  # the [export] extra (onnxscript imports onnx_ir)
+        require(module, "ncnn-onnx export", "export")
     with tqdm(total=3, desc="export", unit="step", leave=False, disable=None) as bar:
         bar.set_postfix_str("building the model")
-        model = load_model(args.spec, args.weights)  # first, so that a bad SPEC fails before torch loads
+        model = load_model(args.spec, args.weights, "ncnn-onnx export", "export")
         import torch
 
         dtype = torch.float16 if args.fp16 else torch.float32

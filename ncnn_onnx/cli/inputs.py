@@ -75,12 +75,10 @@ def load(path: str, sig) -> dict:
 
 
 def _image(path: str, dims) -> np.ndarray:
+    from .._extras import require
     from . import CliError
 
-    try:
-        from PIL import Image
-    except ImportError:
-        raise CliError("image inputs need Pillow (pip install pillow), or give .npy/.npz files") from None
+    Image = require("PIL.Image", f"reading the image {os.path.basename(path)}", "images")  # noqa: N806
 
     if len(dims) != 4:
         raise CliError(f"images need a 4-D (N, C, H, W) model input, the model's is {dims}")

@@ -10,6 +10,12 @@ import os
 import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from .._extras import require
+
+# export() needs the [export] extra; name it before any of these imports fails on its own.
+for _module in ("torch", "onnx_ir", "onnxscript"):  # onnxscript imports onnx_ir
+    require(_module, "ncnn_onnx.export.export()", "export")
+
 import onnx
 import onnx_ir as ir
 import torch

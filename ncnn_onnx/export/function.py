@@ -1,7 +1,7 @@
 """The portable fallback: a model-local ONNX function `ncnn_onnx.NormalizedConv` of standard ops only.
 
 ONNX Runtime inlines it wherever no kernel for the op is registered, and `onnx.reference` runs it too.
-The body is the decomposition of `ncnn_onnx/_algorithm.py` (exact, no cancellation; DESIGN.md §3):
+The body is the decomposition of `ncnn_onnx/_algorithm.py` (exact, no cancellation; docs/architecture.md, "Numerics"):
 
     m  = channel mean per group and location (0 when center=0 and scale=0);  xc = X - m
     Y1 = Conv(xc, W)                              the node's own Conv attributes

@@ -8,6 +8,7 @@ the two can never disagree, symbolic dims included. Needs only onnx (no torch).
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 
@@ -90,7 +91,18 @@ def register_schema() -> None:
         except onnx.defs.SchemaError:
             pass
         onnx.defs.register_schema(build_schema())
+        atexit.register(_deregister_schema)
         _tell_reference_evaluator()
+
+
+def _deregister_schema() -> None:
+    """At interpreter exit, while Python still runs: onnx 1.19-1.22 destroy their schema registry after
+    Python has finalized, and the shape-inference function of a schema registered from Python then hangs
+    (1.19) or crashes (1.20-1.22) the exiting process."""
+    try:
+        onnx.defs.deregister_schema(OP_TYPE, VERSION, DOMAIN)
+    except Exception:  # already gone, or an onnx without deregister_schema: nothing to release
+        pass
 
 
 def _tell_reference_evaluator() -> None:

@@ -63,7 +63,16 @@ def get_library_path() -> str:
 
 
 def build_info() -> dict:
-    """What the library was built with (e.g. {"cuda": false, ...}); {} when it says nothing."""
+    """What the library was built with, from the build_info.json beside it ({} when there is none):
+
+    ``cuda``: null for a CPU-only build, else {"version": CUDA "X.Y", "architectures": ["sm_80", ...] (machine
+    code), "ptx": ["compute_90", ...] (compiled for newer GPUs on first load), "runtime": "static"};
+    ``cuda_option``: how NCNN_ONNX_CUDA resolved (AUTO, ON, OFF) and ``cuda_why_not``: why there is no CUDA;
+    ``cpu_backends``: the CPU kernels compiled in (picked at run time by the CPU's features);
+    ``static_cxx_runtime``: libstdc++ linked in; ``onnxruntime_header_api`` / ``onnxruntime_min_api``: the C API
+    of the headers built against / the oldest the library asks onnxruntime for; ``onnxruntime_headers``: where
+    the headers came from.
+    """
     library = Path(get_library_path())
     info = library.parent / _BUILD_INFO
     if not info.is_file():
@@ -72,8 +81,8 @@ def build_info() -> dict:
 
 
 def cuda_kernels_built() -> bool:
-    """Whether the library holds CUDA kernels (it was built where a CUDA compiler was found)."""
-    return bool(build_info().get("cuda", False))
+    """Whether the library holds CUDA kernels (see ``build_info()["cuda"]`` for which)."""
+    return bool(build_info().get("cuda"))
 
 
 def session_options(base: Optional[ort.SessionOptions] = None, **kwargs: Any) -> ort.SessionOptions:

@@ -3,7 +3,7 @@
 // Prepare tasks reduce X over each group's channels at every input location: the channel mean m, the
 // rounding residual s = sum_c (x - m) and q = sum_c (x - m)^2 (two passes over the channels). A patch is
 // K locations of C/group channels, so its statistics follow exactly from K values of these maps
-// (DESIGN.md §3, _algorithm.py): with a provisional mean mu' and t = m - mu',
+// (docs/architecture.md, "Numerics", _algorithm.py): with a provisional mean mu' and t = m - mu',
 //     sum_i (v_i - mu')   = sum_k (cg t_k + s_k)                 (padded locations: m = s = q = 0)
 //     sum_i (v_i - mu')^2 = sum_k (q_k + 2 t_k s_k + cg t_k^2)
 // all sums of small, exactly formed terms, so no cancellation. The strip's im2col block is then written

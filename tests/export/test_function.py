@@ -172,7 +172,7 @@ def test_dilated_same_padding_in_evaluator():
 
 
 def one_pass_nc(x, w, b, pads, groups):
-    """The formulas DESIGN.md §3 forbids (E[v^2] - mu^2 and conv(x, W) - mu * sum(W)) in float32."""
+    """The formulas docs/architecture.md, "Numerics" forbids (E[v^2] - mu^2 and conv(x, W) - mu * sum(W)) in float32."""
     x, w = torch.from_numpy(x).float(), torch.from_numpy(w).float()
     fan_in = w[0].numel()
     ones = torch.ones(groups, x.shape[1] // groups, *w.shape[2:])

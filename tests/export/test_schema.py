@@ -85,3 +85,17 @@ def test_importing_the_package_needs_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_process_that_registered_the_schema_exits_cleanly():
+    """onnx 1.19-1.22 hang or crash at exit when a schema registered from Python is still in their registry;
+    the package removes it at exit. The child also checks the op while it runs, so the schema was in use."""
+    import subprocess
+    import sys
+
+    code = ("import numpy, onnx, ncnn_onnx.export\n"
+            "onnx.checker.check_model(onnx.helper.make_model(onnx.helper.make_graph([], 'g', [], [])))\n"
+            "print(onnx.defs.get_schema('NormalizedConv', 1, 'ncnn_onnx').name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.strip() == "NormalizedConv"

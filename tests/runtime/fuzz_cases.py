@@ -512,6 +512,7 @@ def fallback_model(case: dict, w, b) -> bytes:
                               [helper.make_tensor_value_info("Y", elem, None)], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case["fallback_opset"]),
                                                     helper.make_opsetid(DOMAIN, 1)])
+    proto.ir_version = 10  # what the exporter writes (torch.onnx); onnx's newer default is refused by onnxruntime 1.18
     export_graph.finish(proto, True, {elem})
     return proto.SerializeToString()
 

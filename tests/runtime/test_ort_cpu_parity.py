@@ -1,4 +1,4 @@
-"""The CPU kernels against the float64 reference (DESIGN.md §3): every attribute, rank and dtype, every
+"""The CPU kernels against the float64 reference (docs/architecture.md): every attribute, rank and dtype, every
 backend this machine has, random data and real photographs at their raw scale."""
 
 from __future__ import annotations

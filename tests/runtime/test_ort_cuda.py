@@ -1,4 +1,4 @@
-"""The CUDA kernels on onnxruntime's CUDAExecutionProvider (DESIGN.md §6): parity with the float64
+"""The CUDA kernels on onnxruntime's CUDAExecutionProvider (docs/architecture.md): parity with the float64
 reference and with eager PyTorch on CUDA, placement on the CUDA EP without copies, concurrency.
 
 Skipped, with the reason, where no CUDA device, no CUDA-enabled onnxruntime or no CUDA kernels exist.

@@ -93,7 +93,9 @@ def test_the_library_kernel_runs(tmp_path):
     events = json.loads(open(profile).read())
     ran = [e for e in events if e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "NormalizedConv"]
     assert ran, "no NormalizedConv node in the profile"
-    assert {e["args"]["provider"] for e in ran} == {"CPUExecutionProvider"}
+    # onnxruntime records the provider in the profile since 1.19 (the oldest supported, 1.18, does not).
+    recorded = {e["args"]["provider"] for e in ran if "provider" in e["args"]}
+    assert recorded == {"CPUExecutionProvider"} or (not recorded and ort.__version__.startswith("1.18."))
     assert glob.glob(str(tmp_path / "profile*.json"))
 
 
