@@ -166,13 +166,19 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         assert torch.allclose(plain, ckpt, rtol=1e-5, atol=1e-7)
 
 
-def test_autocast_bfloat16_training_step_tracks_float32():
-    model = _model({}, 3)
-    x, y = _data(3)
+def _float32_gradients(model, x, y) -> list:
+    """The parameters' float32 gradients of the loss, with the model's gradients cleared afterwards."""
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
     ref = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
+    return ref
+
+
+def test_autocast_bfloat16_training_step_tracks_float32():
+    model = _model({}, 3)
+    x, y = _data(3)
+    ref = _float32_gradients(model, x, y)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
         assert out.dtype == torch.bfloat16
@@ -186,10 +192,7 @@ def test_autocast_bfloat16_training_step_tracks_float32():
 def test_autocast_float16_with_grad_scaler():
     model = _model({}, 3)
     x, y = _data(3)
-    model.zero_grad()
-    F.cross_entropy(model(x), y).backward()
-    ref = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
+    ref = _float32_gradients(model, x, y)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the step must not change the weights
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     with torch.autocast("cpu", dtype=torch.float16):
