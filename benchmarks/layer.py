@@ -1,7 +1,9 @@
 """NC layer vs Conv+GroupNorm vs plain Conv vs the paper's unfold algorithm, side by side.
 
 Prints forward (inference) and forward+backward time and the peak memory of forward+backward for
-ResNet-18 stage shapes (3x3, stride 1) at batch 2 and 8, plus one stride-2 shape. Every method runs
+ResNet-18 stage shapes (3x3, stride 1) at batch 2 and 8, plus one stride-2 shape, and at batch 2 the kinds
+real architectures are made of: depthwise 3x3 and 7x7, pointwise 1x1, grouped 3x3 with 32 channels per
+group (the paper's unfold baseline only for the dense ones). Every method runs
 interleaved in the same process, so the ratios hold even on a noisy shared machine.
 
     python benchmarks/layer.py [--threads 2] [--repeats 7] [--quick] [--keep-heap]
@@ -41,9 +43,13 @@ KEEP_HEAP = {
     "MALLOC_TOP_PAD_": "268435456",
 }
 
-SHAPES = [  # (batch, in_ch, out_ch, size, stride)
-    *[(b, c, c, s, 1) for b in (2, 8) for c, s in ((64, 56), (128, 28), (256, 14), (512, 7))],
-    (8, 64, 128, 56, 2),
+SHAPES = [  # (batch, in_ch, out_ch, size, stride, kernel, groups)
+    *[(b, c, c, s, 1, 3, 1) for b in (2, 8) for c, s in ((64, 56), (128, 28), (256, 14), (512, 7))],
+    (8, 64, 128, 56, 2, 3, 1),
+    (2, 96, 96, 56, 1, 3, 96),
+    (2, 96, 96, 56, 1, 7, 96),
+    (2, 64, 256, 56, 1, 1, 1),
+    (2, 128, 128, 28, 1, 3, 4),
 ]
 
 
@@ -66,17 +72,19 @@ class PaperUnfoldNC(nn.Module):
         return y.reshape(n, -1, oh, y.shape[-1] // oh)
 
 
-def methods(cin, cout, stride):
+def methods(cin, cout, stride, kernel=3, groups=1):
     torch.manual_seed(0)
-    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
-    nc = NormalizedConv2d(cin, cout, 3, stride=stride, padding=1)
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups)
+    nc = NormalizedConv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups)
     nc.load_state_dict(conv.state_dict())
-    return {
+    found = {
         "NC (ours)": nc,
         "Conv+GN": nn.Sequential(conv, nn.GroupNorm(32, cout)),
         "Conv": conv,
-        "paper unfold": PaperUnfoldNC(conv),
     }
+    if groups == 1:
+        found["paper unfold"] = PaperUnfoldNC(conv)
+    return found
 
 
 def _rss(key: str) -> int:
@@ -103,8 +111,8 @@ def train_step(mod, x, grad):
 
 
 def output_gradient(shape) -> torch.Tensor:
-    n, _, cout, size, stride = shape
-    out = (size - 1) // stride + 1
+    n, _, cout, size, stride, kernel, _ = shape
+    out = (size + 2 * (kernel // 2) - kernel) // stride + 1
     return torch.randn(n, cout, out, out, generator=torch.Generator().manual_seed(0))
 
 
@@ -112,10 +120,10 @@ def measure_memory(shapes) -> dict:
     """Peak memory of forward+backward per (shape, method), in this process (see the module doc)."""
     result = {}
     for shape in shapes:
-        n, cin, cout, size, stride = shape
+        n, cin, cout, size, stride, kernel, groups = shape
         xg = torch.randn(n, cin, size, size).requires_grad_()
         grad = output_gradient(shape)
-        for name, mod in methods(cin, cout, stride).items():
+        for name, mod in methods(cin, cout, stride, kernel, groups).items():
             train_step(mod, xg, grad)  # warm: oneDNN primitives, allocator state
             result[f"{shape}|{name}"] = peak_memory(lambda: train_step(mod, xg, grad))
     return result
@@ -149,17 +157,17 @@ def main(argv=None):
     memory = memory_in_child(shapes, args.threads)
     heap = "glibc heap kept (--keep-heap)" if os.environ.get("MALLOC_TRIM_THRESHOLD_") else "glibc defaults"
     print(f"torch {torch.__version__}, {args.threads} threads, median of {repeats} interleaved repeats, {heap}")
-    header = (f"{'shape (N,C->M,HxW,s)':<24}{'method':<14}{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak MiB':>10}"
+    header = (f"{'shape (N,C->M,HxW,s,k,g)':<30}{'method':<14}{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak MiB':>10}"
               f"{'time/GN':>9}{'mem/GN':>8}")
     print(header)
     print("-" * len(header))
     worst_time = worst_mem = 0.0
     for shape in shapes:
-        n, cin, cout, size, stride = shape
+        n, cin, cout, size, stride, kernel, groups = shape
         x = torch.randn(n, cin, size, size)
         xg = x.clone().requires_grad_()
         grad = output_gradient(shape)
-        mods = methods(cin, cout, stride)
+        mods = methods(cin, cout, stride, kernel, groups)
         times = {k: ([], []) for k in mods}
         for _ in range(repeats + 1):  # the first round warms caches and oneDNN primitives
             for name, mod in mods.items():
@@ -173,11 +181,11 @@ def main(argv=None):
                 times[name][1].append(t2 - t1)
         mem = {name: memory[f"{shape}|{name}"] for name in mods}
         base_t = statistics.median(times["Conv+GN"][1][1:])
-        label = f"{n},{cin}->{cout},{size}x{size},s{stride}"
+        label = f"{n},{cin}->{cout},{size}x{size},s{stride},{kernel}x{kernel},g{groups}"
         for name in mods:
             fwd = statistics.median(times[name][0][1:]) * 1e3
             fb = statistics.median(times[name][1][1:])
-            print(f"{label:<24}{name:<14}{fwd:>9.2f}{fb * 1e3:>12.2f}{mem[name] / 2**20:>10.1f}"
+            print(f"{label:<30}{name:<14}{fwd:>9.2f}{fb * 1e3:>12.2f}{mem[name] / 2**20:>10.1f}"
                   f"{fb / base_t:>9.2f}{mem[name] / mem['Conv+GN']:>8.2f}")
             label = ""
         worst_time = max(worst_time, statistics.median(times["NC (ours)"][1][1:]) / base_t)
