@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "direct_plan.h"
@@ -48,14 +47,9 @@ inline const float* DirectRow(const Half* src, int64_t count, std::vector<float>
   return buffer->data();
 }
 
-// The group's input, zero-padded, for the outputs a task computes: [c][p0][p1][phase][col], where padded
-// position q along the last dim is (phase, col) = (q % stride, q / stride); each phase row has a vector of
-// zeros past its last read.
-struct PaddedInput {
+// The group's input, zero-padded, for the outputs a task computes (layout: direct_plan.h).
+struct PaddedInput : PaddedLayout {
   std::vector<float> data;
-  int64_t extent[2];  // p0, p1
-  int64_t phases, row;
-  int64_t channel_stride;
 };
 
 struct DirectScratch {
@@ -68,11 +62,7 @@ struct DirectScratch {
 template <typename T>
 void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out,
                 std::vector<float>* converted) {
-  out->extent[0] = (s.output[0] - 1) * s.stride[0] + (s.kernel[0] - 1) * s.dilation[0] + 1;
-  out->extent[1] = (s.output[1] - 1) * s.stride[1] + (s.kernel[1] - 1) * s.dilation[1] + 1;
-  out->phases = s.stride[2];
-  out->row = s.output[2] + (s.kernel[2] - 1) * s.dilation[2] / s.stride[2] + kDirectLanes;
-  out->channel_stride = out->extent[0] * out->extent[1] * out->phases * out->row;
+  static_cast<PaddedLayout&>(*out) = DirectPaddedLayout(g, kDirectLanes);
   out->data.assign(static_cast<size_t>(g.group_in_channels * out->channel_stride), 0.0f);
   const int64_t plane = g.input_plane;
   for (int64_t c = 0; c < g.group_in_channels; ++c) {

@@ -13,6 +13,7 @@
 #include "../common/checked_math.h"
 #include "../common/geometry.h"
 #include "half.h"
+#include "strip.h"
 
 namespace ncnn_onnx::cpu {
 
@@ -40,19 +41,32 @@ void HalvesToFloats(const Half* src, int64_t count, float* dst);
 
 inline int64_t DirectTasks(const ConvGeometry& g) { return g.batch * g.group * DirectChunks(g); }
 
-// Floats of one task's zero-padded input (direct.h's PaddedInput), for the scratch limit.
-inline int64_t DirectScratchFloats(const ConvGeometry& g, int64_t lanes = 16) {
-  int64_t extent[3];
-  const int lead = 3 - g.ndim;
-  for (int d = 0; d < 3; ++d) {
-    const int src = d - lead;
-    extent[d] = src < 0 ? 1 : (g.output[src] - 1) * g.stride[src] + (g.kernel[src] - 1) * g.dilation[src] + 1;
-  }
-  const int64_t last = g.ndim - 1;
-  const int64_t row = g.output[last] + (g.kernel[last] - 1) * g.dilation[last] / g.stride[last] + lanes;
-  return CheckedMul(CheckedMul(CheckedMul(g.group_in_channels, extent[0], "the padded input"),
-                               CheckedMul(extent[1], g.stride[last], "the padded input"), "the padded input"),
-                    row, "the padded input");
+// The widest vector any backend's direct kernel uses, in floats: the scratch check's upper bound.
+constexpr int64_t kDirectMaxLanes = 16;
+
+// One task's zero-padded input (direct.h): [c][p0][p1][phase][col] for the group's channels, where padded
+// position q along the last dim is (phase, col) = (q % stride, q / stride); each phase row has a vector of
+// `lanes` zeros past its last read. The extents cover exactly what the outputs read.
+struct PaddedLayout {
+  int64_t extent[2];  // p0, p1: the two leading (right-aligned) spatial dims
+  int64_t phases, row;
+  int64_t channel_stride;
+};
+
+inline PaddedLayout DirectPaddedLayout(const ConvGeometry& g, int64_t lanes) {
+  const Spatial3 s = RightAlign(g);
+  PaddedLayout p;
+  for (int d = 0; d < 2; ++d) p.extent[d] = (s.output[d] - 1) * s.stride[d] + (s.kernel[d] - 1) * s.dilation[d] + 1;
+  p.phases = s.stride[2];
+  p.row = s.output[2] + (s.kernel[2] - 1) * s.dilation[2] / s.stride[2] + lanes;
+  p.channel_stride = CheckedMul(CheckedMul(p.extent[0], p.extent[1], "the padded input"),
+                                CheckedMul(p.phases, p.row, "the padded input"), "the padded input");
+  return p;
+}
+
+// Floats of one task's padded input at the widest vectors, for the scratch limit.
+inline int64_t DirectScratchFloats(const ConvGeometry& g) {
+  return CheckedMul(g.group_in_channels, DirectPaddedLayout(g, kDirectMaxLanes).channel_stride, "the padded input");
 }
 
 }  // namespace ncnn_onnx::cpu
