@@ -339,7 +339,6 @@ def backward(
     g = geo.groups
     cg, mg = c // g, out_ch // g
     n_k = math.prod(kernel)
-    fan_in = cg * n_k
     out = list(grad_y.shape[2:])
     sdt = statistics_dtype(x.dtype)
 

@@ -22,7 +22,7 @@ from ncnn_onnx.export import RepairError, diagnose, repair
 from ncnn_onnx.export.schema import DOMAIN
 from ncnn_onnx.runtime import tools
 from reference import assert_parity
-from tool_models import assert_runs_everywhere, has_fallback, nc_count, run_library, run_plain
+from tool_models import assert_runs_everywhere, has_fallback, nc_count, run_plain
 
 
 def _ort_optimize(source, target, library: bool, level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC) -> None:
