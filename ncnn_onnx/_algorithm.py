@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _native_depthwise
 from ._arguments import output_size
 
 
@@ -139,6 +140,12 @@ def _conv_input(xc: Tensor, geo: ConvGeometry) -> tuple[Tensor, list[int]]:
 def is_plain(center: bool, scale: bool) -> bool:
     """center=0 and scale=0: the op is exactly a convolution (IEEE arithmetic of sum_i W_i v_i + B)."""
     return not center and not scale
+
+
+def is_native(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry, center: bool, scale: bool) -> bool:
+    """Depthwise float32 CPU layers run the native kernels (`_native_depthwise`), forward and backward;
+    they need no saved statistics."""
+    return _native_depthwise.applies(x, weight, bias, geo.groups, center, scale)
 
 
 def convolution(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
@@ -245,6 +252,8 @@ def forward(
     """
     if is_plain(center, scale):
         return convolution(x, weight, bias, geo), None, None
+    if is_native(x, weight, bias, geo, center, scale):
+        return in_memory_format_of(_native_depthwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     n, c = x.shape[:2]
     kernel = list(weight.shape[2:])
     out_ch = weight.shape[0]
@@ -332,6 +341,10 @@ def backward(
     need_x, need_w, need_b = needs
     if is_plain(center, scale):
         return _convolution_backward(grad_y, x, weight, has_bias, geo, needs)
+    if is_native(x, weight, None, geo, center, scale):
+        gx, gw = _native_depthwise.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)
+        return (None if gx is None else in_memory_format_of(gx, x),
+                None if gw is None else in_memory_format_of(gw, weight), _bias_gradient(grad_y, x, weight, has_bias, need_b))
     n, c = x.shape[:2]
     spatial = list(x.shape[2:])
     kernel = list(weight.shape[2:])
@@ -358,7 +371,7 @@ def backward(
             s, conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation), False, [0] * geo.ndim, g, mask
         )
 
-    grad_x = grad_w = grad_b = None
+    grad_x = grad_w = None
     if need_x or need_w:
         s_b = gy_b * r_b if scale else gy_b
         s = s_b.view(grad_y.shape).to(x.dtype)
@@ -379,9 +392,13 @@ def backward(
             gx = conv_grads(s, shape_in, conv_pad, [True, False, False])[0]
             del shape_in, s, s_b
             grad_x = _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale)
-    if need_b and has_bias:
-        grad_b = grad_y.to(sdt).sum(dim=[0] + list(range(2, grad_y.dim()))).to(weight.dtype)
-    return grad_x, grad_w, grad_b
+    return grad_x, grad_w, _bias_gradient(grad_y, x, weight, has_bias, need_b)
+
+
+def _bias_gradient(grad_y: Tensor, x: Tensor, weight: Tensor, has_bias: bool, need_b: bool) -> Optional[Tensor]:
+    if not (need_b and has_bias):
+        return None
+    return grad_y.to(statistics_dtype(x.dtype)).sum(dim=[0] + list(range(2, grad_y.dim()))).to(weight.dtype)
 
 
 def _crop_padding(gx: Tensor, geo: ConvGeometry, spatial) -> Tensor:
@@ -402,10 +419,7 @@ def _convolution_backward(grad_y, x, weight, has_bias, geo: ConvGeometry, needs)
     )
     if gx is not None:
         gx = _crop_padding(gx, geo, list(x.shape[2:]))
-    gb = None
-    if need_b and has_bias:
-        gb = grad_y.to(statistics_dtype(x.dtype)).sum(dim=[0] + list(range(2, grad_y.dim()))).to(weight.dtype)
-    return gx, gw, gb
+    return gx, gw, _bias_gradient(grad_y, x, weight, has_bias, need_b)
 
 
 def _input_gradient(gx, x, weight, gy_b, dot, stats, r_b, geo, kernel, spatial, out, center, scale):

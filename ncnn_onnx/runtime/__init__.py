@@ -18,12 +18,12 @@ from typing import Any, Optional, Sequence, Union
 
 import onnxruntime as ort
 
+from .._library import LIBRARY_NAME, find_library, runtime_dirs
 from .opset import check_op_version
 
 __all__ = ["LIBRARY_NAME", "get_library_path", "session_options", "has_library", "InferenceSession",
            "cuda_kernels_built", "build_info"]
 
-LIBRARY_NAME = "libncnn_onnx_ops.so"
 _BUILD_INFO = "build_info.json"
 # Set on session options that carry the library: registering it twice makes onnxruntime fail with
 # "Domain already set in registry".
@@ -31,11 +31,7 @@ _REGISTERED_KEY = "ncnn_onnx.custom_ops_library"
 
 
 def _package_dirs() -> list[Path]:
-    # An editable install splits the package: sources here, built files in the install tree; the
-    # package's __path__ lists both.
-    dirs = [Path(p) for p in globals().get("__path__", [])]
-    here = Path(__file__).resolve().parent
-    return dirs if here in [d.resolve() for d in dirs] else [here, *dirs]
+    return runtime_dirs()
 
 
 def get_library_path() -> str:
@@ -44,22 +40,7 @@ def get_library_path() -> str:
     The environment variable ``NCNN_ONNX_LIBRARY`` overrides the search (e.g. a separate CMake build).
     Raises FileNotFoundError naming where the library was expected when it was not built.
     """
-    override = os.environ.get("NCNN_ONNX_LIBRARY")
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"NCNN_ONNX_LIBRARY={override} is not a file")
-        return str(path.resolve())
-    candidates = [d / LIBRARY_NAME for d in _package_dirs()]
-    for path in candidates:
-        if path.is_file():
-            return str(path.resolve())
-    expected = " or ".join(str(p) for p in candidates)
-    raise FileNotFoundError(
-        f"the ncnn_onnx custom-op library was not built: expected {expected}. Build it with "
-        "`pip install .` (or `pip install --no-build-isolation -e .`) from the source tree; it needs a C++ "
-        "compiler and CMake."
-    )
+    return find_library(_package_dirs())
 
 
 def build_info() -> dict:

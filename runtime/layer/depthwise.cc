@@ -1,0 +1,451 @@
+// Depthwise NormalizedConv forward and backward for the PyTorch layer (see depthwise.h for why).
+//
+// Work is split by input channel: a thread owns channels [c0, c1) for the whole batch, so it alone writes
+// their output channels, their input gradient and their weight gradient (no atomics, and the result does
+// not depend on the thread count). Per image and channel the plane is copied once into a zero-padded
+// buffer; every output row then walks the kernel taps, each tap one strided run of the padded row, with
+// the statistics kept per output column in small row buffers, which is what the compiler vectorizes.
+#include "depthwise.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <thread>
+#include <vector>
+
+namespace ncnn_onnx::layer {
+namespace {
+
+enum Status : int { kOk = 0, kBadShape = 1, kNullTensor = 2, kOutOfMemory = 3, kInternal = 4 };
+
+// Sizes as three dims (leading dims of lower ranks are 1), plus what the loops derive from them.
+struct Shape {
+  int64_t batch = 0, channels = 0, multiplier = 0;
+  int64_t input[3] = {1, 1, 1}, output[3] = {1, 1, 1}, kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1}, dilation[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+  int64_t padded[3] = {1, 1, 1};  // extents of the zero-padded plane, wide enough for every window
+  int64_t taps = 1, input_plane = 1, output_plane = 1, padded_plane = 1;
+  std::vector<int64_t> tap_offset;  // offset of each kernel tap in the padded plane
+  float epsilon = 0;
+  bool center = true, scale = true;
+};
+
+// Guards against sizes whose products overflow: every extent stays far below this.
+constexpr int64_t kMaxExtent = int64_t{1} << 31;
+
+int ReadShape(const NcnnOnnxDepthwiseCall& call, Shape* s) {
+  if (call.rank < 1 || call.rank > 3 || call.batch < 0 || call.channels < 1 || call.multiplier < 1 ||
+      call.channels > kMaxExtent || call.multiplier > kMaxExtent || call.batch > kMaxExtent)
+    return kBadShape;
+  s->batch = call.batch;
+  s->channels = call.channels;
+  s->multiplier = call.multiplier;
+  const int64_t lead = 3 - call.rank;
+  for (int64_t d = 0; d < call.rank; ++d) {
+    const int64_t t = lead + d;
+    s->input[t] = call.input[d];
+    s->output[t] = call.output[d];
+    s->kernel[t] = call.kernel[d];
+    s->stride[t] = call.stride[d];
+    s->dilation[t] = call.dilation[d];
+    s->pad[t] = call.pad_begin[d];
+  }
+  s->taps = 1;
+  s->input_plane = s->output_plane = s->padded_plane = 1;
+  for (int t = 0; t < 3; ++t) {
+    if (s->input[t] < 1 || s->output[t] < 1 || s->kernel[t] < 1 || s->stride[t] < 1 || s->dilation[t] < 1 ||
+        s->pad[t] < 0 || s->input[t] > kMaxExtent || s->output[t] > kMaxExtent || s->kernel[t] > kMaxExtent ||
+        s->stride[t] > kMaxExtent || s->dilation[t] > kMaxExtent || s->pad[t] > kMaxExtent)
+      return kBadShape;
+    const int64_t reach = (s->output[t] - 1) * s->stride[t] + (s->kernel[t] - 1) * s->dilation[t] + 1;
+    s->padded[t] = std::max(s->pad[t] + s->input[t], reach);
+    if (s->padded[t] > kMaxExtent) return kBadShape;
+    s->taps *= s->kernel[t];
+    s->input_plane *= s->input[t];
+    s->output_plane *= s->output[t];
+    s->padded_plane *= s->padded[t];
+  }
+  if (s->taps > kMaxExtent || s->padded_plane > (int64_t{1} << 40)) return kBadShape;
+  s->tap_offset.clear();
+  for (int64_t k0 = 0; k0 < s->kernel[0]; ++k0)
+    for (int64_t k1 = 0; k1 < s->kernel[1]; ++k1)
+      for (int64_t k2 = 0; k2 < s->kernel[2]; ++k2)
+        s->tap_offset.push_back((k0 * s->dilation[0] * s->padded[1] + k1 * s->dilation[1]) * s->padded[2] +
+                                k2 * s->dilation[2]);
+  s->epsilon = call.epsilon;
+  s->center = call.center != 0;
+  s->scale = call.scale != 0;
+  return kOk;
+}
+
+// One input plane into the zero-padded buffer.
+void FillPadded(const Shape& s, const float* plane, float* padded) {
+  std::fill(padded, padded + s.padded_plane, 0.0f);
+  for (int64_t i0 = 0; i0 < s.input[0]; ++i0)
+    for (int64_t i1 = 0; i1 < s.input[1]; ++i1)
+      std::memcpy(padded + ((i0 + s.pad[0]) * s.padded[1] + i1 + s.pad[1]) * s.padded[2] + s.pad[2],
+                  plane + (i0 * s.input[1] + i1) * s.input[2], static_cast<size_t>(s.input[2]) * sizeof(float));
+}
+
+// The gradient of the padded plane back on the input plane (the padding's share is dropped).
+void CropPadded(const Shape& s, const float* padded, float* plane) {
+  for (int64_t i0 = 0; i0 < s.input[0]; ++i0)
+    for (int64_t i1 = 0; i1 < s.input[1]; ++i1)
+      std::memcpy(plane + (i0 * s.input[1] + i1) * s.input[2],
+                  padded + ((i0 + s.pad[0]) * s.padded[1] + i1 + s.pad[1]) * s.padded[2] + s.pad[2],
+                  static_cast<size_t>(s.input[2]) * sizeof(float));
+}
+
+// Columns of an output row are processed in blocks of kBlock, as one GCC/Clang vector value each: a
+// block's statistics stay in registers while the loops walk the kernel taps, and the compiler lowers the
+// vector arithmetic to whatever the function's clone targets (AVX-512, AVX2, SSE2). A block at the end of a
+// row holds fewer columns: its other lanes load zeros, compute finite values and are never stored.
+constexpr int64_t kBlock = 16;
+typedef float Block __attribute__((vector_size(kBlock * sizeof(float))));
+
+// Blocks kept in memory (one per output channel, or per channel and tap) live in float arrays: a
+// std::vector of an over-aligned vector type is not guaranteed its alignment here, so they are copied
+// in and out (the compiler turns the copies into unaligned vector loads and stores).
+inline Block Get(const std::vector<float>& blocks, int64_t index) {
+  Block v;
+  std::memcpy(&v, blocks.data() + index * kBlock, sizeof v);
+  return v;
+}
+inline void Put(std::vector<float>* blocks, int64_t index, Block v) {
+  std::memcpy(blocks->data() + index * kBlock, &v, sizeof v);
+}
+
+inline Block Splat(float v) { return Block{} + v; }
+
+// The block's values at one tap: `row` points at the tap's value for the block's first column. All
+// kBlock lanes are read (the padded plane has room, PaddedSize), whether or not they are columns.
+template <bool kUnitStride>
+inline Block Load(const float* row, int64_t stride) {
+  Block v;
+  if (kUnitStride) {
+    std::memcpy(&v, row, sizeof v);
+  } else {
+    for (int64_t i = 0; i < kBlock; ++i) v[i] = row[i * stride];
+  }
+  return v;
+}
+
+// `count` values from memory, zeros in the other lanes.
+template <bool kFull>
+inline Block LoadPart(const float* p, int64_t count) {
+  Block v{};
+  if (kFull) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    for (int64_t i = 0; i < count; ++i) v[i] = p[i];
+  }
+  return v;
+}
+
+template <bool kFull>
+inline void Store(float* out, Block v, int64_t count) {
+  if (kFull) {
+    std::memcpy(out, &v, sizeof v);
+  } else {
+    for (int64_t i = 0; i < count; ++i) out[i] = v[i];
+  }
+}
+
+// Padded planes are allocated with this many floats past their end (zeros), so that every block, a row's
+// last one included, loads whole vectors.
+int64_t PaddedSize(const Shape& s) { return s.padded_plane + kBlock * s.stride[2]; }
+
+// Per block column: the patch mean, the deviations' own mean `shift` (the corrected two-pass step) and
+// 1/sqrt(var + eps) (1 without scaling).
+struct BlockStatistics {
+  Block mean, shift, rstd;
+};
+
+// Statistics of the kBlock columns whose first window corner is `base`, and `lin`
+// (one block per output channel): the unscaled pre-bias outputs W . (v - mean) with centring, W . v
+// without. w: the channel's weights (multiplier x taps); wsum: their per-output-channel sums.
+template <bool kUnitStride>
+BlockStatistics Statistics(const Shape& s, const float* base, const float* w, const float* wsum,
+                           std::vector<float>* lin) {
+  const int64_t st = s.stride[2];
+  Block sum{}, low = Splat(std::numeric_limits<float>::infinity()), high = -low;
+  for (const int64_t off : s.tap_offset) {
+    const Block v = Load<kUnitStride>(base + off, st);
+    sum += v;
+    low = v < low ? v : low;
+    high = v > high ? v : high;
+  }
+  const float inv_taps = 1.0f / static_cast<float>(s.taps);
+  BlockStatistics out;
+  // An exactly flat patch: its value itself, since the rounded mean of equal values need not give it back.
+  out.mean = low == high ? low : sum * inv_taps;
+  Block s1{}, s2{};
+  std::fill(lin->begin(), lin->end(), 0.0f);
+  Block single{};  // lin of a layer with one output channel per input channel, kept in a register
+  for (int64_t t = 0; t < s.taps; ++t) {
+    const Block v = Load<kUnitStride>(base + s.tap_offset[t], st);
+    const Block d = v - out.mean;
+    s1 += d;
+    s2 += d * d;
+    const Block term = s.center ? d : v;
+    if (s.multiplier == 1) {
+      single += w[t] * term;
+    } else {
+      for (int64_t j = 0; j < s.multiplier; ++j) Put(lin, j, Get(*lin, j) + w[j * s.taps + t] * term);
+    }
+  }
+  if (s.multiplier == 1) Put(lin, 0, single);
+  out.shift = s1 * inv_taps;
+  Block var = s2 * inv_taps - out.shift * out.shift;
+  var = var < 0.0f ? Splat(0.0f) : var;  // keeps NaN
+  if (s.scale) {
+    for (int64_t i = 0; i < kBlock; ++i) out.rstd[i] = 1.0f / std::sqrt(var[i] + s.epsilon);
+  } else {
+    out.rstd = Splat(1.0f);
+  }
+  if (s.center) {
+    for (int64_t j = 0; j < s.multiplier; ++j) Put(lin, j, Get(*lin, j) - out.shift * wsum[j]);
+  }
+  return out;
+}
+
+// Calls fn(block_base, first_output, count) for every block of every output row of a padded plane;
+// block_base is the block's first window corner, as an offset in the plane.
+template <typename BlockFn>
+void ForEachBlock(const Shape& s, BlockFn fn) {
+  for (int64_t o0 = 0; o0 < s.output[0]; ++o0)
+    for (int64_t o1 = 0; o1 < s.output[1]; ++o1) {
+      const int64_t row = (o0 * s.stride[0] * s.padded[1] + o1 * s.stride[1]) * s.padded[2];
+      const int64_t out_row = (o0 * s.output[1] + o1) * s.output[2];
+      for (int64_t i0 = 0; i0 < s.output[2]; i0 += kBlock)
+        fn(row + i0 * s.stride[2], out_row + i0, std::min(kBlock, s.output[2] - i0));
+    }
+}
+
+std::vector<float> WeightSums(const Shape& s, const float* w) {
+  std::vector<float> sums(static_cast<size_t>(s.multiplier));
+  for (int64_t j = 0; j < s.multiplier; ++j) {
+    float total = 0.0f;
+    for (int64_t t = 0; t < s.taps; ++t) total += w[j * s.taps + t];
+    sums[j] = total;
+  }
+  return sums;
+}
+
+template <bool kUnitStride, bool kFull>
+void ForwardBlock(const Shape& s, const float* base, int64_t count, const float* w, const float* wsum,
+                  const float* bias, float* y, std::vector<float>* lin) {
+  const BlockStatistics st = Statistics<kUnitStride>(s, base, w, wsum, lin);
+  for (int64_t j = 0; j < s.multiplier; ++j)
+    Store<kFull>(y + j * s.output_plane, Get(*lin, j) * st.rstd + (bias ? bias[j] : 0.0f), count);
+}
+
+template <bool kUnitStride>
+void ForwardChannels(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
+  std::vector<float> padded(static_cast<size_t>(PaddedSize(s)));
+  std::vector<float> lin(static_cast<size_t>(s.multiplier * kBlock));
+  for (int64_t c = c0; c < c1; ++c) {
+    const float* w = call.weight + c * s.multiplier * s.taps;
+    const float* bias = call.bias ? call.bias + c * s.multiplier : nullptr;
+    const std::vector<float> wsum = WeightSums(s, w);
+    for (int64_t img = 0; img < s.batch; ++img) {
+      FillPadded(s, call.x + (img * s.channels + c) * s.input_plane, padded.data());
+      float* y = call.y + (img * s.channels + c) * s.multiplier * s.output_plane;
+      ForEachBlock(s, [&](int64_t base, int64_t out, int64_t count) {
+        if (count == kBlock)
+          ForwardBlock<kUnitStride, true>(s, padded.data() + base, count, w, wsum.data(), bias, y + out, &lin);
+        else
+          ForwardBlock<kUnitStride, false>(s, padded.data() + base, count, w, wsum.data(), bias, y + out, &lin);
+      });
+    }
+  }
+}
+
+// What the backward pass of one channel keeps: `lin` and `coef` (a block per output channel), the weight
+// gradient per block column (multiplier x taps blocks, summed over the lanes at the end), and the weights
+// centred per output channel (multiplier x taps; the weights themselves without centring).
+struct BackwardBuffers {
+  explicit BackwardBuffers(const Shape& s)
+      : lin(static_cast<size_t>(s.multiplier * kBlock)), coef(lin.size()),
+        grad_w(static_cast<size_t>(s.multiplier * s.taps * kBlock)), w_centred(static_cast<size_t>(s.multiplier * s.taps)) {}
+  std::vector<float> lin, coef, grad_w, w_centred;
+};
+
+// With r = rstd (1 without scaling), g_j the output gradients and lin_j as above, per patch
+//   dv_t = sum_j r g_j (W_jt - center * mean(W_j))  -  e (v_t - mean),   e = scale * r^3 sum_j g_j lin_j / K,
+//   dW_jt += r g_j (v_t - mean, or v_t uncentred)
+// (the formulas of _algorithm.backward for one channel per group). The weights are centred before the
+// product, so a 1x1 depthwise patch (always flat) gets a gradient of exactly 0, as it should.
+template <bool kUnitStride, bool kFull>
+void BackwardBlock(const Shape& s, const float* base, int64_t count, const float* w, const float* wsum,
+                   const float* gy, float* grad_base, BackwardBuffers* b) {
+  const int64_t st = s.stride[2];
+  typedef int32_t Lanes __attribute__((vector_size(kBlock * sizeof(int32_t))));
+  Lanes lane;
+  for (int i = 0; i < kBlock; ++i) lane[i] = i;
+  const BlockStatistics stats = Statistics<kUnitStride>(s, base, w, wsum, &b->lin);
+  Block e{};
+  for (int64_t j = 0; j < s.multiplier; ++j) {
+    const Block g = LoadPart<kFull>(gy + j * s.output_plane, count);
+    Put(&b->coef, j, stats.rstd * g);
+    e += g * Get(b->lin, j);
+  }
+  e = s.scale ? e * stats.rstd * stats.rstd * stats.rstd * (1.0f / static_cast<float>(s.taps)) : Block{};
+  for (int64_t t = 0; t < s.taps; ++t) {
+    const Block v = Load<kUnitStride>(base + s.tap_offset[t], st);
+    const Block centred = (v - stats.mean) - stats.shift;
+    // Lanes past the row's end hold other rows' values, possibly inf: kept out of the weight gradient.
+    const Block term = kFull ? (s.center ? centred : v) : (lane < static_cast<int32_t>(count) ? (s.center ? centred : v) : Block{});
+    Block dv = -e * centred;
+    for (int64_t j = 0; j < s.multiplier; ++j) {
+      const Block coef = Get(b->coef, j);
+      dv += coef * b->w_centred[j * s.taps + t];
+      Put(&b->grad_w, j * s.taps + t, Get(b->grad_w, j * s.taps + t) + coef * term);
+    }
+    if (grad_base) {
+      // Columns of one tap never share an input location, so the scatter has no conflicts.
+      float* target = grad_base + s.tap_offset[t];
+      if (kUnitStride && kFull) {
+        Block sum;
+        std::memcpy(&sum, target, sizeof sum);
+        sum += dv;
+        std::memcpy(target, &sum, sizeof sum);
+      } else {
+        for (int64_t i = 0; i < (kFull ? kBlock : count); ++i) target[kUnitStride ? i : i * st] += dv[i];
+      }
+    }
+  }
+}
+
+template <bool kUnitStride>
+void BackwardChannels(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
+  std::vector<float> padded(static_cast<size_t>(PaddedSize(s)));
+  std::vector<float> grad_padded(call.grad_x ? static_cast<size_t>(PaddedSize(s)) : 0);
+  BackwardBuffers b(s);
+  const float inv_taps = 1.0f / static_cast<float>(s.taps);
+  for (int64_t c = c0; c < c1; ++c) {
+    const float* w = call.weight + c * s.multiplier * s.taps;
+    const std::vector<float> wsum = WeightSums(s, w);
+    for (int64_t j = 0; j < s.multiplier; ++j)
+      for (int64_t t = 0; t < s.taps; ++t)
+        b.w_centred[j * s.taps + t] = w[j * s.taps + t] - (s.center ? wsum[j] * inv_taps : 0.0f);
+    std::fill(b.grad_w.begin(), b.grad_w.end(), 0.0f);
+    for (int64_t img = 0; img < s.batch; ++img) {
+      FillPadded(s, call.x + (img * s.channels + c) * s.input_plane, padded.data());
+      std::fill(grad_padded.begin(), grad_padded.end(), 0.0f);
+      const float* gy = call.grad_y + (img * s.channels + c) * s.multiplier * s.output_plane;
+      ForEachBlock(s, [&](int64_t base, int64_t out, int64_t count) {
+        float* grad_base = call.grad_x ? grad_padded.data() + base : nullptr;
+        if (count == kBlock)
+          BackwardBlock<kUnitStride, true>(s, padded.data() + base, count, w, wsum.data(), gy + out, grad_base, &b);
+        else
+          BackwardBlock<kUnitStride, false>(s, padded.data() + base, count, w, wsum.data(), gy + out, grad_base, &b);
+      });
+      if (call.grad_x) CropPadded(s, grad_padded.data(), call.grad_x + (img * s.channels + c) * s.input_plane);
+    }
+    if (call.grad_weight) {
+      for (int64_t jt = 0; jt < s.multiplier * s.taps; ++jt) {
+        float total = 0.0f;
+        for (int64_t i = 0; i < kBlock; ++i) total += b.grad_w[jt * kBlock + i];
+        call.grad_weight[c * s.multiplier * s.taps + jt] = total;
+      }
+    }
+  }
+}
+
+// The vector width is picked at load time (GCC/Clang function multiversioning): the loops above are
+// plain C++ and the compiler vectorizes each clone for its instruction set.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+#define NCNN_ONNX_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#else
+#define NCNN_ONNX_CLONES
+#endif
+
+NCNN_ONNX_CLONES void RunForward(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
+  if (s.stride[2] == 1) ForwardChannels<true>(s, call, c0, c1);
+  else ForwardChannels<false>(s, call, c0, c1);
+}
+
+NCNN_ONNX_CLONES void RunBackward(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
+  if (s.stride[2] == 1) BackwardChannels<true>(s, call, c0, c1);
+  else BackwardChannels<false>(s, call, c0, c1);
+}
+
+// Splits the channels into contiguous runs, one per thread (the caller's thread takes the first). A thread
+// that cannot be started leaves its run to the caller's thread.
+template <typename Fn>
+int Parallel(const Shape& s, int32_t threads, Fn fn) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, s.channels));
+  std::atomic<int> status{kOk};
+  auto run = [&](int64_t t) {
+    try {
+      fn(s.channels * t / workers, s.channels * (t + 1) / workers);
+    } catch (const std::bad_alloc&) {
+      status = kOutOfMemory;
+    } catch (...) {
+      status = kInternal;
+    }
+  };
+  std::vector<std::thread> pool;
+  std::vector<int64_t> inline_runs = {0};
+  for (int64_t t = 1; t < workers; ++t) {
+    try {
+      pool.emplace_back(run, t);
+    } catch (...) {
+      inline_runs.push_back(t);
+    }
+  }
+  for (const int64_t t : inline_runs) run(t);
+  for (std::thread& th : pool) th.join();
+  return status;
+}
+
+template <typename Fn>
+int Guarded(const NcnnOnnxDepthwiseCall* call, bool backward, Fn fn) {
+  if (call == nullptr || call->x == nullptr || call->weight == nullptr) return kNullTensor;
+  if (backward ? call->grad_y == nullptr : call->y == nullptr) return kNullTensor;
+  try {
+    Shape s;
+    if (const int status = ReadShape(*call, &s); status != kOk) return status;
+    if (s.batch == 0) return kOk;
+    return fn(s);
+  } catch (const std::bad_alloc&) {
+    return kOutOfMemory;
+  } catch (...) {
+    return kInternal;
+  }
+}
+
+}  // namespace
+}  // namespace ncnn_onnx::layer
+
+extern "C" {
+
+__attribute__((visibility("default"))) int ncnn_onnx_depthwise_forward(const NcnnOnnxDepthwiseCall* call) {
+  using namespace ncnn_onnx::layer;
+  return Guarded(call, false, [&](const Shape& s) {
+    return Parallel(s, call->threads, [&](int64_t c0, int64_t c1) { RunForward(s, *call, c0, c1); });
+  });
+}
+
+__attribute__((visibility("default"))) int ncnn_onnx_depthwise_backward(const NcnnOnnxDepthwiseCall* call) {
+  using namespace ncnn_onnx::layer;
+  return Guarded(call, true, [&](const Shape& s) {
+    return Parallel(s, call->threads, [&](int64_t c0, int64_t c1) { RunBackward(s, *call, c0, c1); });
+  });
+}
+
+__attribute__((visibility("default"))) const char* ncnn_onnx_depthwise_error(int code) {
+  switch (code) {
+    case 0: return "ok";
+    case 1: return "invalid sizes (a dim < 1, rank not 1..3, or an extent too large)";
+    case 2: return "a required tensor pointer is null";
+    case 3: return "out of memory";
+    default: return "internal error";
+  }
+}
+
+}  // extern "C"
