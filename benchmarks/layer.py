@@ -7,6 +7,12 @@ group (the paper's unfold baseline only for the dense ones). Every method runs
 interleaved in the same process, so the ratios hold even on a noisy shared machine.
 
     python benchmarks/layer.py [--threads 2] [--repeats 7] [--quick] [--keep-heap]
+    python benchmarks/layer.py --device cuda [--repeats 20]
+
+--device cuda (issue 12): ResNet-50 stage shapes (3x3, stride 1) at batch 2, 8 and 32, in float32 (TF32
+off) and under autocast bf16, channels_last; NC vs Conv+GroupNorm (cuDNN) forward and forward+backward
+time (CUDA-synchronized medians of interleaved repeats) and the peak of torch.cuda.max_memory_allocated
+over forward+backward. Targets: time <= 1.5x, memory <= 1.3x.
 
 --keep-heap re-runs the timings with glibc told to keep freed memory (no trimming, no per-allocation
 mmap), which is what tcmalloc/jemalloc or a caching allocator give: NC allocates more temporaries of
@@ -141,13 +147,80 @@ def memory_in_child(shapes, threads) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+CUDA_SHAPES = [(b, c, c, s, 1, 3, 1) for b in (2, 8, 32) for c, s in ((64, 56), (128, 28), (256, 14), (512, 7))]
+
+
+def cuda_main(repeats: int) -> None:
+    """NC vs Conv+GroupNorm on the GPU (see the module doc)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to this torch build")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device("cuda")
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, median of {repeats} interleaved repeats, "
+          "channels_last")
+    header = (f"{'shape (N,C->M,HxW)':<24}{'dtype':<10}{'method':<12}{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak MiB':>10}"
+              f"{'time/GN':>9}{'mem/GN':>8}")
+    print(header)
+    print("-" * len(header))
+    worst_time = worst_mem = 0.0
+    for shape in CUDA_SHAPES:
+        n, cin, cout, size, stride, kernel, groups = shape
+        for dtype in (torch.float32, torch.bfloat16):
+            mods = {k: v.to(dev).to(memory_format=torch.channels_last) for k, v in
+                    methods(cin, cout, stride, kernel, groups).items() if k in ("NC (ours)", "Conv+GN")}
+            x = torch.randn(n, cin, size, size, device=dev).to(memory_format=torch.channels_last)
+            xg = x.clone().requires_grad_()
+            grad = output_gradient(shape).to(dev).to(memory_format=torch.channels_last)
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+            times = {k: ([], []) for k in mods}
+            peak = {}
+            for r in range(repeats + 2):  # two warm rounds: cuDNN autotuning, allocator
+                for name, mod in mods.items():
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    with torch.no_grad(), autocast:
+                        mod(x)
+                    torch.cuda.synchronize()
+                    t1 = time.perf_counter()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
+                    with autocast:
+                        y = mod(xg)
+                    y.backward(grad.to(y.dtype))
+                    xg.grad = None
+                    for p in mod.parameters():
+                        p.grad = None
+                    torch.cuda.synchronize()
+                    t2 = time.perf_counter()
+                    peak[name] = torch.cuda.max_memory_allocated() - base
+                    if r >= 2:
+                        times[name][0].append(t1 - t0)
+                        times[name][1].append(t2 - t1)
+            base_t = statistics.median(times["Conv+GN"][1])
+            label = f"{n},{cin}->{cout},{size}x{size}"
+            for name in mods:
+                fwd = statistics.median(times[name][0]) * 1e3
+                fb = statistics.median(times[name][1])
+                print(f"{label:<24}{str(dtype).replace('torch.', ''):<10}{name:<12}{fwd:>9.3f}{fb * 1e3:>12.3f}"
+                      f"{peak[name] / 2**20:>10.1f}{fb / base_t:>9.2f}{peak[name] / max(peak['Conv+GN'], 1):>8.2f}")
+                label = ""
+            worst_time = max(worst_time, statistics.median(times["NC (ours)"][1]) / base_t)
+            worst_mem = max(worst_mem, peak["NC (ours)"] / max(peak["Conv+GN"], 1))
+    print(f"\nworst NC / Conv+GN: forward+backward time {worst_time:.2f}x (target <= 1.5x), "
+          f"peak memory {worst_mem:.2f}x (target <= 1.3x)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="batch 2 shapes only, 3 repeats")
     parser.add_argument("--keep-heap", action="store_true", help="time with glibc's heap trimming off")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        return cuda_main(args.repeats)
     if args.keep_heap and os.environ.get("MALLOC_TRIM_THRESHOLD_") is None:
         env = dict(os.environ, **KEEP_HEAP)
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
