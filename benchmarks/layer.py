@@ -147,6 +147,12 @@ def memory_in_child(shapes, threads) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def print_header(first_columns: str) -> None:
+    header = first_columns + f"{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak MiB':>10}{'time/GN':>9}{'mem/GN':>8}"
+    print(header)
+    print("-" * len(header))
+
+
 CUDA_SHAPES = [(b, c, c, s, 1, 3, 1) for b in (2, 8, 32) for c, s in ((64, 56), (128, 28), (256, 14), (512, 7))]
 
 
@@ -159,10 +165,7 @@ def cuda_main(repeats: int) -> None:
     dev = torch.device("cuda")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, median of {repeats} interleaved repeats, "
           "channels_last")
-    header = (f"{'shape (N,C->M,HxW)':<24}{'dtype':<10}{'method':<12}{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak MiB':>10}"
-              f"{'time/GN':>9}{'mem/GN':>8}")
-    print(header)
-    print("-" * len(header))
+    print_header(f"{'shape (N,C->M,HxW)':<24}{'dtype':<10}{'method':<12}")
     worst_time = worst_mem = 0.0
     for shape in CUDA_SHAPES:
         n, cin, cout, size, stride, kernel, groups = shape
@@ -230,10 +233,7 @@ def main(argv=None):
     memory = memory_in_child(shapes, args.threads)
     heap = "glibc heap kept (--keep-heap)" if os.environ.get("MALLOC_TRIM_THRESHOLD_") else "glibc defaults"
     print(f"torch {torch.__version__}, {args.threads} threads, median of {repeats} interleaved repeats, {heap}")
-    header = (f"{'shape (N,C->M,HxW,s,k,g)':<30}{'method':<14}{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak MiB':>10}"
-              f"{'time/GN':>9}{'mem/GN':>8}")
-    print(header)
-    print("-" * len(header))
+    print_header(f"{'shape (N,C->M,HxW,s,k,g)':<30}{'method':<14}")
     worst_time = worst_mem = 0.0
     for shape in shapes:
         n, cin, cout, size, stride, kernel, groups = shape
