@@ -17,7 +17,7 @@ Targets (issue 11): serving NC/twin <= 1.5x (ResNet-style <= 1.3x), fallback/twi
 NC/GroupNorm <= 2x (resnet18 and densenet121 <= 1.5x).
 
     python benchmarks/models.py [--models resnet18,mobilenet_v3_small] [--threads 2] [--rounds 5]
-                                [--size 224] [--no-train] [--breakdown]
+                                [--size 224] [--no-train | --no-serve] [--breakdown]
 """
 
 from __future__ import annotations
@@ -207,6 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--no-serve", action="store_true", help="training only: no export, no onnxruntime sessions")
     parser.add_argument("--breakdown", action="store_true")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
@@ -221,8 +222,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
-            nc_path, twin_path = export_pair(name, args.size, folder)
-            serve = serving(nc_path, twin_path, args.threads, batches, args.size, args.rounds)
+            if not args.no_serve or args.breakdown:
+                nc_path, twin_path = export_pair(name, args.size, folder)
+            serve = {} if args.no_serve else serving(nc_path, twin_path, args.threads, batches, args.size, args.rounds)
             row = {"model": name, "serve": serve}
             if not args.no_train:
                 row["train_ms"] = training_time(name, args.size, args.rounds)
@@ -241,7 +243,7 @@ def main(argv=None) -> int:
 def report(row, batches) -> None:
     name = row["model"]
     parts = []
-    for n in batches:
+    for n in row["serve"]:
         ms = row["serve"][n]["ms"]
         parts.append(f"b{n}: NC {ms['NC']:.1f} ms fallback {ms['fallback']:.1f} twin {ms['twin']:.1f} -> "
                      f"NC/twin {ms['NC'] / ms['twin']:.2f} fb/twin {ms['fallback'] / ms['twin']:.2f} "
@@ -268,11 +270,12 @@ def summary(rows, batches) -> None:
     missed = []
     for row in rows:
         name = row["model"]
-        nc = [row["serve"][n]["ms"]["NC"] / row["serve"][n]["ms"]["twin"] for n in batches]
-        fb = [row["serve"][n]["ms"]["fallback"] / row["serve"][n]["ms"]["twin"] for n in batches]
+        served = [n for n in batches if n in row["serve"]]
+        nc = [row["serve"][n]["ms"]["NC"] / row["serve"][n]["ms"]["twin"] for n in served]
+        fb = [row["serve"][n]["ms"]["fallback"] / row["serve"][n]["ms"]["twin"] for n in served]
         target = RESNET_TARGET if name in RESNET_STYLE else SERVING_TARGET
-        missed += [f"{name} serving b{n} {r:.2f}x > {target}x" for n, r in zip(batches, nc) if r > target]
-        missed += [f"{name} fallback b{n} {r:.2f}x > {FALLBACK_TARGET}x" for n, r in zip(batches, fb) if r > FALLBACK_TARGET]
+        missed += [f"{name} serving b{n} {r:.2f}x > {target}x" for n, r in zip(served, nc) if r > target]
+        missed += [f"{name} fallback b{n} {r:.2f}x > {FALLBACK_TARGET}x" for n, r in zip(served, fb) if r > FALLBACK_TARGET]
         train = mem = ""
         if "train_ms" in row:
             ratio = row["train_ms"]["NC"] / row["train_ms"]["GroupNorm"]
@@ -281,8 +284,8 @@ def summary(rows, batches) -> None:
             limit = RESNET_TRAINING_TARGET if name in ("resnet18", "densenet121") else TRAINING_TARGET
             if ratio > limit:
                 missed.append(f"{name} training {ratio:.2f}x > {limit}x")
-        print(f"| {name} | " + " | ".join(f"{r:.2f}" for r in nc) + " | " + " | ".join(f"{r:.2f}" for r in fb)
-              + f" | {train} | {mem} |")
+        cells = [f"{r:.2f}" for r in nc] + [f"{r:.2f}" for r in fb] if served else ["-"] * (2 * len(batches))
+        print(f"| {name} | " + " | ".join(cells) + f" | {train} | {mem} |")
     print("\ntargets: " + ("all met" if not missed else "missed: " + "; ".join(missed)))
 
 
