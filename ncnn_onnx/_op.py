@@ -164,7 +164,7 @@ def _op_backward(ctx, grad_y):
     geo, eps, center, scale = ctx.args
     ylin = stats = None
     # A plain convolution's backward needs neither, nor do the native depthwise kernels.
-    if not _algorithm.is_plain(center, scale) and not _algorithm.is_native(x, weight, bias, *ctx.args[:1], center, scale):
+    if not _algorithm.is_plain(center, scale) and not _algorithm.is_native(x, weight, bias, geo, center, scale):
         _, ylin, stats = _algorithm.forward(x, weight, bias, *ctx.args)
     gx, gw, gb = _algorithm.backward(
         grad_y.contiguous(), x, weight, ctx.has_bias, ylin, stats, *ctx.args, ctx.needs_input_grad[:3]

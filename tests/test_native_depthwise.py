@@ -160,3 +160,15 @@ def test_transforms_and_other_dtypes_take_the_pytorch_path():
     assert not is_native(x, w, None, geo, False, False)  # the plain convolution
     with _native_depthwise.disabled():
         assert not is_native(x, w, None, geo, True, True)
+
+
+@pytest.mark.parametrize("field, value", [("input", 2**40), ("output", 2**40), ("kernel", 2**31), ("stride", 2**62)])
+def test_sizes_that_overflow_are_refused_before_any_access(field, value):
+    """The kernels compute every size with overflow-checked arithmetic: a wrapped size would index wildly."""
+    x, w = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3)
+    geo = ConvGeometry((1, 1), (1,) * 4, (1, 1), 1)
+    call = _native_depthwise._call(x, w, [4, 4], geo, 1e-5, True, True)
+    getattr(call, field)[0] = getattr(call, field)[1] = value
+    call.x, call.weight, call.y = x.data_ptr(), w.data_ptr(), x.data_ptr()
+    with pytest.raises(RuntimeError, match="overflows 64-bit arithmetic"):
+        _native_depthwise._run("ncnn_onnx_depthwise_forward", call)

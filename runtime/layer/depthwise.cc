@@ -3,8 +3,8 @@
 // Work is split by input channel: a thread owns channels [c0, c1) for the whole batch, so it alone writes
 // their output channels, their input gradient and their weight gradient (no atomics, and the result does
 // not depend on the thread count). Per image and channel the plane is copied once into a zero-padded
-// buffer; every output row then walks the kernel taps, each tap one strided run of the padded row, with
-// the statistics kept per output column in small row buffers, which is what the compiler vectorizes.
+// buffer; every output row is then cut into blocks of columns, and each block walks the kernel taps, each
+// tap one strided run of the padded row, with the block's statistics held in vector registers.
 #include "depthwise.h"
 
 #include <algorithm>
@@ -17,10 +17,16 @@
 #include <thread>
 #include <vector>
 
+#include "common/checked_math.h"
+#include "common/errors.h"
+
 namespace ncnn_onnx::layer {
 namespace {
 
 enum Status : int { kOk = 0, kBadShape = 1, kNullTensor = 2, kOutOfMemory = 3, kInternal = 4 };
+
+// Columns of an output row are processed in blocks of kBlock (see Block below).
+constexpr int64_t kBlock = 16;
 
 // Sizes as three dims (leading dims of lower ranks are 1), plus what the loops derive from them.
 struct Shape {
@@ -29,17 +35,19 @@ struct Shape {
   int64_t stride[3] = {1, 1, 1}, dilation[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
   int64_t padded[3] = {1, 1, 1};  // extents of the zero-padded plane, wide enough for every window
   int64_t taps = 1, input_plane = 1, output_plane = 1, padded_plane = 1;
+  // Floats allocated for a padded plane: kBlock strided columns past its end (zeros), so that every
+  // block, a row's last one included, loads whole vectors.
+  int64_t padded_size = 1;
   std::vector<int64_t> tap_offset;  // offset of each kernel tap in the padded plane
   float epsilon = 0;
   bool center = true, scale = true;
 };
 
-// Guards against sizes whose products overflow: every extent stays far below this.
-constexpr int64_t kMaxExtent = int64_t{1} << 31;
-
+// Fills s from the call. Every size the kernels index with, the tensors' and the buffers' element counts
+// included, is computed with overflow-checked arithmetic (common/checked_math.h), which throws
+// InvalidArgument for a size that wraps.
 int ReadShape(const NcnnOnnxDepthwiseCall& call, Shape* s) {
-  if (call.rank < 1 || call.rank > 3 || call.batch < 0 || call.channels < 1 || call.multiplier < 1 ||
-      call.channels > kMaxExtent || call.multiplier > kMaxExtent || call.batch > kMaxExtent)
+  if (call.rank < 1 || call.rank > 3 || call.batch < 0 || call.channels < 1 || call.multiplier < 1)
     return kBadShape;
   s->batch = call.batch;
   s->channels = call.channels;
@@ -56,20 +64,25 @@ int ReadShape(const NcnnOnnxDepthwiseCall& call, Shape* s) {
   }
   s->taps = 1;
   s->input_plane = s->output_plane = s->padded_plane = 1;
+  const char* what = "a depthwise layer's size";
   for (int t = 0; t < 3; ++t) {
     if (s->input[t] < 1 || s->output[t] < 1 || s->kernel[t] < 1 || s->stride[t] < 1 || s->dilation[t] < 1 ||
-        s->pad[t] < 0 || s->input[t] > kMaxExtent || s->output[t] > kMaxExtent || s->kernel[t] > kMaxExtent ||
-        s->stride[t] > kMaxExtent || s->dilation[t] > kMaxExtent || s->pad[t] > kMaxExtent)
+        s->pad[t] < 0)
       return kBadShape;
-    const int64_t reach = (s->output[t] - 1) * s->stride[t] + (s->kernel[t] - 1) * s->dilation[t] + 1;
-    s->padded[t] = std::max(s->pad[t] + s->input[t], reach);
-    if (s->padded[t] > kMaxExtent) return kBadShape;
-    s->taps *= s->kernel[t];
-    s->input_plane *= s->input[t];
-    s->output_plane *= s->output[t];
-    s->padded_plane *= s->padded[t];
+    const int64_t reach = CheckedAdd(CheckedMul(s->output[t] - 1, s->stride[t], what),
+                                     CheckedAdd(CheckedMul(s->kernel[t] - 1, s->dilation[t], what), 1, what), what);
+    s->padded[t] = std::max(CheckedAdd(s->pad[t], s->input[t], what), reach);
+    s->taps = CheckedMul(s->taps, s->kernel[t], what);
+    s->input_plane = CheckedMul(s->input_plane, s->input[t], what);
+    s->output_plane = CheckedMul(s->output_plane, s->output[t], what);
+    s->padded_plane = CheckedMul(s->padded_plane, s->padded[t], what);
   }
-  if (s->taps > kMaxExtent || s->padded_plane > (int64_t{1} << 40)) return kBadShape;
+  s->padded_size = CheckedAdd(s->padded_plane, CheckedMul(kBlock, s->stride[2], what), what);
+  // The element counts of x, y, W and the weight-gradient lanes (BackwardBuffers).
+  const int64_t planes = CheckedMul(s->batch, s->channels, what);
+  CheckedMul(planes, s->input_plane, what);
+  CheckedMul(CheckedMul(planes, s->multiplier, what), s->output_plane, what);
+  CheckedMul(CheckedMul(CheckedMul(s->channels, s->multiplier, what), s->taps, what), kBlock, what);
   s->tap_offset.clear();
   for (int64_t k0 = 0; k0 < s->kernel[0]; ++k0)
     for (int64_t k1 = 0; k1 < s->kernel[1]; ++k1)
@@ -82,29 +95,32 @@ int ReadShape(const NcnnOnnxDepthwiseCall& call, Shape* s) {
   return kOk;
 }
 
+// Calls fn(input_offset, padded_offset) for each input row (the last dim) of a plane: where the row
+// starts in the input plane and in the zero-padded one.
+template <typename RowFn>
+void ForEachInputRow(const Shape& s, RowFn fn) {
+  for (int64_t i0 = 0; i0 < s.input[0]; ++i0)
+    for (int64_t i1 = 0; i1 < s.input[1]; ++i1)
+      fn((i0 * s.input[1] + i1) * s.input[2], ((i0 + s.pad[0]) * s.padded[1] + i1 + s.pad[1]) * s.padded[2] + s.pad[2]);
+}
+
 // One input plane into the zero-padded buffer.
 void FillPadded(const Shape& s, const float* plane, float* padded) {
   std::fill(padded, padded + s.padded_plane, 0.0f);
-  for (int64_t i0 = 0; i0 < s.input[0]; ++i0)
-    for (int64_t i1 = 0; i1 < s.input[1]; ++i1)
-      std::memcpy(padded + ((i0 + s.pad[0]) * s.padded[1] + i1 + s.pad[1]) * s.padded[2] + s.pad[2],
-                  plane + (i0 * s.input[1] + i1) * s.input[2], static_cast<size_t>(s.input[2]) * sizeof(float));
+  const size_t row_bytes = static_cast<size_t>(s.input[2]) * sizeof(float);
+  ForEachInputRow(s, [&](int64_t in, int64_t pad) { std::memcpy(padded + pad, plane + in, row_bytes); });
 }
 
 // The gradient of the padded plane back on the input plane (the padding's share is dropped).
 void CropPadded(const Shape& s, const float* padded, float* plane) {
-  for (int64_t i0 = 0; i0 < s.input[0]; ++i0)
-    for (int64_t i1 = 0; i1 < s.input[1]; ++i1)
-      std::memcpy(plane + (i0 * s.input[1] + i1) * s.input[2],
-                  padded + ((i0 + s.pad[0]) * s.padded[1] + i1 + s.pad[1]) * s.padded[2] + s.pad[2],
-                  static_cast<size_t>(s.input[2]) * sizeof(float));
+  const size_t row_bytes = static_cast<size_t>(s.input[2]) * sizeof(float);
+  ForEachInputRow(s, [&](int64_t in, int64_t pad) { std::memcpy(plane + in, padded + pad, row_bytes); });
 }
 
-// Columns of an output row are processed in blocks of kBlock, as one GCC/Clang vector value each: a
-// block's statistics stay in registers while the loops walk the kernel taps, and the compiler lowers the
-// vector arithmetic to whatever the function's clone targets (AVX-512, AVX2, SSE2). A block at the end of a
-// row holds fewer columns: its other lanes load zeros, compute finite values and are never stored.
-constexpr int64_t kBlock = 16;
+// A block of kBlock columns is one GCC/Clang vector value: its statistics stay in registers while the
+// loops walk the kernel taps, and the compiler lowers the vector arithmetic to whatever the function's
+// clone targets (AVX-512, AVX2, SSE2). A block at the end of a row holds fewer columns: its other lanes
+// read whatever follows in the padded plane and are never stored nor summed.
 typedef float Block __attribute__((vector_size(kBlock * sizeof(float))));
 
 // Blocks kept in memory (one per output channel, or per channel and tap) live in float arrays: a
@@ -122,7 +138,7 @@ inline void Put(std::vector<float>* blocks, int64_t index, Block v) {
 inline Block Splat(float v) { return Block{} + v; }
 
 // The block's values at one tap: `row` points at the tap's value for the block's first column. All
-// kBlock lanes are read (the padded plane has room, PaddedSize), whether or not they are columns.
+// kBlock lanes are read (the padded plane has room, Shape::padded_size), whether or not they are columns.
 template <bool kUnitStride>
 inline Block Load(const float* row, int64_t stride) {
   Block v;
@@ -155,10 +171,6 @@ inline void Store(float* out, Block v, int64_t count) {
   }
 }
 
-// Padded planes are allocated with this many floats past their end (zeros), so that every block, a row's
-// last one included, loads whole vectors.
-int64_t PaddedSize(const Shape& s) { return s.padded_plane + kBlock * s.stride[2]; }
-
 // Per block column: the patch mean, the deviations' own mean `shift` (the corrected two-pass step) and
 // 1/sqrt(var + eps) (1 without scaling).
 struct BlockStatistics {
@@ -184,7 +196,7 @@ BlockStatistics Statistics(const Shape& s, const float* base, const float* w, co
   // An exactly flat patch: its value itself, since the rounded mean of equal values need not give it back.
   out.mean = low == high ? low : sum * inv_taps;
   Block s1{}, s2{};
-  std::fill(lin->begin(), lin->end(), 0.0f);
+  if (s.multiplier > 1) std::fill(lin->begin(), lin->end(), 0.0f);
   Block single{};  // lin of a layer with one output channel per input channel, kept in a register
   for (int64_t t = 0; t < s.taps; ++t) {
     const Block v = Load<kUnitStride>(base + s.tap_offset[t], st);
@@ -246,7 +258,7 @@ void ForwardBlock(const Shape& s, const float* base, int64_t count, const float*
 
 template <bool kUnitStride>
 void ForwardChannels(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
-  std::vector<float> padded(static_cast<size_t>(PaddedSize(s)));
+  std::vector<float> padded(static_cast<size_t>(s.padded_size));
   std::vector<float> lin(static_cast<size_t>(s.multiplier * kBlock));
   for (int64_t c = c0; c < c1; ++c) {
     const float* w = call.weight + c * s.multiplier * s.taps;
@@ -323,8 +335,8 @@ void BackwardBlock(const Shape& s, const float* base, int64_t count, const float
 
 template <bool kUnitStride>
 void BackwardChannels(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
-  std::vector<float> padded(static_cast<size_t>(PaddedSize(s)));
-  std::vector<float> grad_padded(call.grad_x ? static_cast<size_t>(PaddedSize(s)) : 0);
+  std::vector<float> padded(static_cast<size_t>(s.padded_size));
+  std::vector<float> grad_padded(call.grad_x ? static_cast<size_t>(s.padded_size) : 0);
   BackwardBuffers b(s);
   const float inv_taps = 1.0f / static_cast<float>(s.taps);
   for (int64_t c = c0; c < c1; ++c) {
@@ -456,6 +468,8 @@ int Guarded(const NcnnOnnxDepthwiseCall* call, bool backward, Fn fn) {
     if (const int status = ReadShape(*call, &s); status != kOk) return status;
     if (s.batch == 0) return kOk;
     return fn(s);
+  } catch (const InvalidArgument&) {
+    return kBadShape;
   } catch (const std::bad_alloc&) {
     return kOutOfMemory;
   } catch (...) {
@@ -483,11 +497,12 @@ __attribute__((visibility("default"))) int ncnn_onnx_depthwise_backward(const Nc
 }
 
 __attribute__((visibility("default"))) const char* ncnn_onnx_depthwise_error(int code) {
+  using namespace ncnn_onnx::layer;
   switch (code) {
-    case 0: return "ok";
-    case 1: return "invalid sizes (a dim < 1, rank not 1..3, or an extent too large)";
-    case 2: return "a required tensor pointer is null";
-    case 3: return "out of memory";
+    case kOk: return "ok";
+    case kBadShape: return "invalid sizes (a dim < 1, a rank not 1..3, or a size that overflows 64-bit arithmetic)";
+    case kNullTensor: return "a required tensor pointer is null";
+    case kOutOfMemory: return "out of memory";
     default: return "internal error";
   }
 }
