@@ -11,7 +11,8 @@
 #                  derandomized set of the same properties.)
 #   make sanitize  builds the library with AddressSanitizer + UndefinedBehaviorSanitizer (CMake option
 #                  NCNN_ONNX_SANITIZE, CPU kernels only) in build/sanitize, with the onnxruntime headers
-#                  the normal install fetched, and runs tests/runtime against it (NCNN_ONNX_LIBRARY) with
+#                  the normal install fetched, and runs tests/runtime and tests/test_native_depthwise.py
+#                  against it (NCNN_ONNX_LIBRARY) with
 #                  the ASan and UBSan runtimes preloaded into Python. Any finding aborts the process that
 #                  hit it (halt_on_error; UBSan is built without recovery), and the test running the case
 #                  fails with the report. Leaks: detect_leaks=0 for the run (Python and onnxruntime leave
