@@ -14,8 +14,8 @@
 #                  the normal install fetched, and runs tests/runtime and tests/test_native_depthwise.py
 #                  against it (NCNN_ONNX_LIBRARY) with the ASan and UBSan runtimes preloaded into Python.
 #                  Any finding aborts the process that hit it (halt_on_error; UBSan is built without
-#                  recovery), and the test running the case fails with the report. Leaks: detect_leaks=0 for the run (Python and onnxruntime leave
-#                  thousands of allocations at exit); test_fuzz.py's leak test reruns a share of the cases
+#                  recovery), and the test running the case fails with the report. Leaks: detect_leaks=0
+#                  for the run (Python and onnxruntime leave thousands of allocations at exit); test_fuzz.py's leak test reruns a share of the cases
 #                  in a child with LeakSanitizer on and fails only on leaks allocated through the library.
 #
 # Packaging:
