@@ -12,11 +12,12 @@
 #   make sanitize  builds the library with AddressSanitizer + UndefinedBehaviorSanitizer (CMake option
 #                  NCNN_ONNX_SANITIZE, CPU kernels only) in build/sanitize, with the onnxruntime headers
 #                  the normal install fetched, and runs tests/runtime and tests/test_native_depthwise.py
-#                  against it (NCNN_ONNX_LIBRARY) with the ASan and UBSan runtimes preloaded into Python.
-#                  Any finding aborts the process that hit it (halt_on_error; UBSan is built without
-#                  recovery), and the test running the case fails with the report. Leaks: detect_leaks=0
-#                  for the run (Python and onnxruntime leave thousands of allocations at exit); test_fuzz.py's leak test reruns a share of the cases
-#                  in a child with LeakSanitizer on and fails only on leaks allocated through the library.
+#                  against it (NCNN_ONNX_LIBRARY) with the ASan and UBSan runtimes preloaded into
+#                  Python. Any finding aborts the process that hit it (halt_on_error; UBSan is built
+#                  without recovery), and the test running the case fails with the report. Leaks:
+#                  detect_leaks=0 for the run (Python and onnxruntime leave thousands of allocations at
+#                  exit); test_fuzz.py's leak test reruns a share of the cases in a child with
+#                  LeakSanitizer on and fails only on leaks allocated through the library.
 #
 # Packaging:
 #   make compat    the oldest supported onnxruntime (COMPAT_ORT, default 1.18.0, with onnx 1.19.0, the oldest
