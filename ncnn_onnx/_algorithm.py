@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _native_depthwise
+from . import _native_depthwise, _pointwise
 from ._arguments import output_size
 
 
@@ -148,6 +148,12 @@ def is_native(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeomet
     return _native_depthwise.applies(x, weight, bias, geo.groups, center, scale)
 
 
+def recomputes_statistics(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry, center: bool, scale: bool) -> bool:
+    """True where `backward` needs nothing from the forward but x and W: a plain convolution, the native
+    depthwise kernels and pointwise layers (whose statistics cost one pass over the input)."""
+    return is_plain(center, scale) or is_native(x, weight, bias, geo, center, scale) or _pointwise.applies(weight, geo)
+
+
 def convolution(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
     """The plain convolution with the geometry's (possibly asymmetric) pads; differentiable."""
     conv_in, conv_pad = _conv_input(x, geo)
@@ -254,6 +260,8 @@ def forward(
         return convolution(x, weight, bias, geo), None, None
     if is_native(x, weight, bias, geo, center, scale):
         return in_memory_format_of(_native_depthwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
+    if _pointwise.applies(weight, geo):
+        return in_memory_format_of(_pointwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     n, c = x.shape[:2]
     kernel = list(weight.shape[2:])
     out_ch = weight.shape[0]
@@ -343,6 +351,10 @@ def backward(
         return _convolution_backward(grad_y, x, weight, has_bias, geo, needs)
     if is_native(x, weight, None, geo, center, scale):
         gx, gw = _native_depthwise.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)
+        return (None if gx is None else in_memory_format_of(gx, x),
+                None if gw is None else in_memory_format_of(gw, weight), _bias_gradient(grad_y, x, weight, has_bias, need_b))
+    if _pointwise.applies(weight, geo):
+        gx, gw = _pointwise.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)
         return (None if gx is None else in_memory_format_of(gx, x),
                 None if gw is None else in_memory_format_of(gw, weight), _bias_gradient(grad_y, x, weight, has_bias, need_b))
     n, c = x.shape[:2]

@@ -78,7 +78,7 @@ class NormalizedConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, weight, bias, geo: ConvGeometry, eps: float, center: bool, scale: bool):
         y, ylin, stats = _algorithm.forward(x, weight, bias, geo, eps, center, scale)
-        if stats is None:  # a plain convolution, or the native depthwise kernels: backward needs x and W only
+        if stats is None:  # `_algorithm.recomputes_statistics`: backward needs x and W only
             return (y,)
         # Keep the patch statistics only while they are no larger than x (not for depthwise layers,
         # whose patch maps are K times the input): memory stays O(input), else recompute.
@@ -163,8 +163,7 @@ def _op_backward(ctx, grad_y):
     x, weight, bias = ctx.saved_tensors
     geo, eps, center, scale = ctx.args
     ylin = stats = None
-    # A plain convolution's backward needs neither, nor do the native depthwise kernels.
-    if not _algorithm.is_plain(center, scale) and not _algorithm.is_native(x, weight, bias, geo, center, scale):
+    if not _algorithm.recomputes_statistics(x, weight, bias, geo, center, scale):
         _, ylin, stats = _algorithm.forward(x, weight, bias, *ctx.args)
     gx, gw, gb = _algorithm.backward(
         grad_y.contiguous(), x, weight, ctx.has_bias, ylin, stats, *ctx.args, ctx.needs_input_grad[:3]
