@@ -11,7 +11,7 @@
 #                  derandomized set of the same properties.)
 #   make sanitize  builds the library with AddressSanitizer + UndefinedBehaviorSanitizer (CMake option
 #                  NCNN_ONNX_SANITIZE, CPU kernels only) in build/sanitize, with the onnxruntime headers
-#                  the normal install fetched, and runs tests/runtime and tests/test_native_depthwise.py
+#                  the normal install fetched, and runs tests/runtime and the layer's native-kernel tests
 #                  against it (NCNN_ONNX_LIBRARY) with the ASan and UBSan runtimes preloaded into
 #                  Python. Any finding aborts the process that hit it (halt_on_error; UBSan is built
 #                  without recovery), and the test running the case fails with the report. Leaks:
@@ -80,7 +80,7 @@ sanitize: $(STAMP)
 	NCNN_ONNX_LIBRARY=$(CURDIR)/$(SAN_DIR)/libncnn_onnx_ops.so \
 	LD_PRELOAD="$$($(SAN_CXX) -print-file-name=libasan.so) $$($(SAN_CXX) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) NCNN_ONNX_FUZZ_TIME_SCALE=5 \
-		$(PY) -m pytest -q tests/runtime tests/test_native_depthwise.py
+		$(PY) -m pytest -q tests/runtime tests/test_native_depthwise.py tests/test_pointwise.py
 
 COMPAT_VENV := .venv-compat
 COMPAT_ORT ?= 1.18.0

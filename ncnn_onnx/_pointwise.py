@@ -9,9 +9,13 @@ and NC is conv(xhat, W, B) with stride 1 and no padding on the sampled locations
 LayerNorm followed by a GEMM: no output-sized work beyond the convolution itself, and a training step
 saves only x and W (the backward recomputes xhat, one pass over the input).
 
-Numerics as in `_algorithm`: the channel mean m is summed in float64, so a flat patch centres to exactly
-0 and gives exactly B; the variance is taken of the centred values x - m (two-pass), and the rounding
-residual of m is carried into mu. Statistics are never computed in less than float32.
+Numerics: the values are shifted by the group's first channel before the mean is taken, so an exactly
+flat patch has deviations, mean and variance of exactly 0 and gives exactly B; the variance is the
+two-pass one. Statistics are never computed in less than float32.
+
+Contiguous float32 CPU inputs run the standardization and its backward natively
+(`_native_standardize`, one pass over the input in cache); everything else (float64, half types,
+channels_last, torch.func transforms) runs the same steps in PyTorch ops below.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import _native_standardize
 
 
 def applies(weight: Tensor, geo) -> bool:
@@ -85,8 +91,12 @@ def _standardize(xs: Tensor, groups: int, eps: float, center: bool, scale: bool,
 
 
 def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, center: bool, scale: bool) -> Tensor:
-    xhat = _standardize(_sampled(x, geo), geo.groups, eps, center, scale)[0]
-    return _conv(_as_input(xhat, x), weight, bias, geo.groups)
+    xs = _sampled(x, geo)
+    if _native_standardize.applies(x):
+        xhat = _native_standardize.forward(xs.contiguous(), geo.groups, eps, center, scale)
+    else:
+        xhat = _as_input(_standardize(xs, geo.groups, eps, center, scale)[0], x)
+    return _conv(xhat, weight, bias, geo.groups)
 
 
 def _as_input(xhat: Tensor, x: Tensor) -> Tensor:
@@ -99,33 +109,48 @@ def _conv(xhat: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int) -> 
     return torch.convolution(xhat, weight, bias, [1] * k, [0] * k, [1] * k, False, [0] * k, groups)
 
 
+def _conv_backward(grad_y: Tensor, xhat: Tensor, weight: Tensor, groups: int, need_x: bool, need_w: bool):
+    k = xhat.dim() - 2
+    return torch.ops.aten.convolution_backward(
+        grad_y.to(xhat.dtype), xhat, weight, None, [1] * k, [0] * k, [1] * k, False, [0] * k, groups,
+        [need_x, need_w, False],
+    )[:2]
+
+
 def backward(grad_y: Tensor, x: Tensor, weight: Tensor, geo, eps: float, center: bool, scale: bool,
              need_x: bool, need_w: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Gradients for x and W, recomputing xhat. With g = dL/dxhat, u = x - center * mu and r = rstd
     (1 when scale is off), over each group's channels (a LayerNorm backward):
         dx = r g  -  center * r mean(g)  -  scale * r^3 (x - mu) mean(g u)"""
     xs = _sampled(x, geo)
+    if _native_standardize.applies(x):
+        xs = xs.contiguous()
+        xhat = _native_standardize.forward(xs, geo.groups, eps, center, scale)
+        ghat, gw = _conv_backward(grad_y, xhat, weight, geo.groups, need_x, need_w)
+        del xhat
+        if not need_x:
+            return None, gw
+        return _unsample(_native_standardize.backward(ghat.contiguous(), xs, geo.groups, eps, center, scale), x, geo), gw
     xhat, rstd, dev = _standardize(xs, geo.groups, eps, center, scale, keep_dev=need_x)
-    k = x.dim() - 2
-    ghat, gw, _ = torch.ops.aten.convolution_backward(
-        grad_y.to(x.dtype), _as_input(xhat, x), weight, None,
-        [1] * k, [0] * k, [1] * k, False, [0] * k, geo.groups, [need_x, need_w, False],
-    )
+    xhat_in = _as_input(xhat, x)
+    ghat, gw = _conv_backward(grad_y, xhat_in, weight, geo.groups, need_x, need_w)
+    del xhat_in
     if not need_x:
         return None, gw
-    cg = dev.shape[2]
-    # In place from here on: every buffer the size of the input that is not allocated is one that glibc
-    # does not page-fault in afresh on each step.
+    # In place from here on: every input-sized buffer not allocated is one that glibc does not page-fault
+    # in afresh on each step.
     g = ghat.to(dev.dtype).unflatten(1, dev.shape[1:3])
     del ghat
+    # torch.func transforms have no out= variants, nor a batching rule for addcmul_: out of place there.
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor(g)
     if scale:
         u = dev if center else xs.unflatten(1, dev.shape[1:3]).to(dev.dtype)
-        product = torch.mul(g, u, out=xhat) if xhat.dtype == g.dtype and xhat.is_contiguous() == g.is_contiguous() else g * u
-        coeff = product.sum(2, keepdim=True).mul_(rstd.square().div_(cg))
-        del u, product, xhat
+        product = g * u if wrapped else torch.mul(g, u, out=xhat)  # xhat's buffer is free now
+        coeff = product.sum(2, keepdim=True).mul_(rstd.square().div_(dev.shape[2]))
+        del u, xhat, product
     if center:
-        g.sub_(g.mean(2, keepdim=True))
+        mean_g = g.mean(2, keepdim=True)
+        g = g - mean_g if wrapped else g.sub_(mean_g)
     if scale:
-        g.addcmul_(dev, coeff, value=-1).mul_(rstd)
-    gx = g
-    return _unsample(gx.flatten(1, 2).to(x.dtype), x, geo), gw
+        g = (torch.addcmul(g, dev, coeff, value=-1) if wrapped else g.addcmul_(dev, coeff, value=-1)).mul_(rstd)
+    return _unsample(g.flatten(1, 2).to(x.dtype), x, geo), gw

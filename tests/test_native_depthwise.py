@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from ncnn_onnx import _native_depthwise
+from ncnn_onnx import _native, _native_depthwise
 from ncnn_onnx import functional as ncf
 from ncnn_onnx._algorithm import ConvGeometry, is_native
 from tests.reference import assert_non_finite_rule, assert_parity, nc_reference, non_finite_input, parity_error
 
-pytestmark = pytest.mark.skipif(_native_depthwise._library() is None, reason="the native library was not built")
+pytestmark = pytest.mark.skipif(_native.library() is None, reason="the native library was not built")
 
 CONV = {1: ncf.normalized_conv1d, 2: ncf.normalized_conv2d, 3: ncf.normalized_conv3d}
 SHAPES = {1: (23,), 2: (13, 11), 3: (6, 7, 9)}
@@ -85,7 +85,7 @@ def test_native_path_agrees_with_the_pytorch_path(ndim):
     kwargs = dict(padding=1, groups=6)
     grad = torch.randn(2, 12, *SHAPES[ndim], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     native = _gradients(x.float(), w.float(), b.float(), kwargs, grad)
-    with _native_depthwise.disabled():
+    with _native.disabled():
         plain = _gradients(x.float(), w.float(), b.float(), kwargs, grad)
     for got, want in zip(native, plain):
         assert parity_error(got, want) < 1e-5
@@ -158,7 +158,7 @@ def test_transforms_and_other_dtypes_take_the_pytorch_path():
     geo = ConvGeometry((1, 1), (1,) * 4, (1, 1), 4)
     assert not is_native(x.half(), w.half(), None, geo, True, True)
     assert not is_native(x, w, None, geo, False, False)  # the plain convolution
-    with _native_depthwise.disabled():
+    with _native.disabled():
         assert not is_native(x, w, None, geo, True, True)
 
 
@@ -171,4 +171,4 @@ def test_sizes_that_overflow_are_refused_before_any_access(field, value):
     getattr(call, field)[0] = getattr(call, field)[1] = value
     call.x, call.weight, call.y = x.data_ptr(), w.data_ptr(), x.data_ptr()
     with pytest.raises(RuntimeError, match="overflows 64-bit arithmetic"):
-        _native_depthwise._run("ncnn_onnx_depthwise_forward", call)
+        _native.run("ncnn_onnx_depthwise_forward", call)

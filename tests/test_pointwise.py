@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from ncnn_onnx import _pointwise
+from ncnn_onnx import _native, _native_standardize, _pointwise
 from ncnn_onnx import functional as ncf
 from ncnn_onnx._algorithm import ConvGeometry
 from tests.reference import (
@@ -193,17 +193,67 @@ def test_training_saves_only_the_input_and_the_weights():
     assert sum(t.numel() * t.element_size() for t in saved) <= (x.numel() + w.numel()) * 4
 
 
-def test_per_sample_gradients_under_vmap():
-    """torch.func transforms run the same path: per-sample weight gradients equal one backward per sample."""
+@pytest.mark.parametrize("center,scale", [(True, True), (True, False), (False, True)])
+def test_per_sample_gradients_under_vmap(center, scale):
+    """torch.func transforms take the PyTorch path (their tensors have no data pointer): per-sample
+    gradients of W and of x equal one backward per sample."""
     from torch.func import grad, vmap
 
     x, w, b = (t.float() for t in _case(2, 8, 2))
 
     def loss(w, sample):
-        return ncf.normalized_conv2d(sample[None], w, b, stride=2, padding=1, groups=2).square().sum()
+        y = ncf.normalized_conv2d(sample[None], w, b, stride=2, padding=1, groups=2, center=center, scale=scale)
+        return y.square().sum()
 
-    batched = vmap(grad(loss), in_dims=(None, 0))(w, x)
+    per_w, per_x = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, 0))(w, x)
     for i in range(x.shape[0]):
-        w_i = w.clone().requires_grad_()
-        loss(w_i, x[i]).backward()
-        assert_parity(batched[i], w_i.grad, torch.float32)
+        w_i, x_i = w.clone().requires_grad_(), x[i].clone().requires_grad_()
+        loss(w_i, x_i).backward()
+        assert_parity(per_w[i], w_i.grad, torch.float32)
+        assert_parity(per_x[i], x_i.grad, torch.float32)
+
+
+native = pytest.mark.skipif(_native.library() is None, reason="the native library was not built")
+
+
+@native
+@pytest.mark.parametrize("center,scale", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("groups,stride,pads", [(1, 1, 0), (2, 2, 1), (4, 1, (1, 0, 0, 1))])
+def test_native_standardization_agrees_with_the_pytorch_path(center, scale, groups, stride, pads):
+    x, w, b = _case(2, 16, groups, seed=12)
+    kwargs = dict(stride=stride, pads=pads, groups=groups, center=center, scale=scale)
+    grad = torch.randn(nc_reference(x, w, b, **kwargs).shape, generator=torch.Generator().manual_seed(13),
+                       dtype=torch.float64)
+    assert _native_standardize.applies(x.float())
+    ours = _layer_gradients(x.float(), w.float(), b.float(), grad, **kwargs)
+    with _native.disabled():
+        assert not _native_standardize.applies(x.float())
+        theirs = _layer_gradients(x.float(), w.float(), b.float(), grad, **kwargs)
+    for got, want in zip(ours, theirs):
+        assert_parity(got, want, torch.float32)
+
+
+@native
+def test_native_results_do_not_depend_on_the_thread_count():
+    x = torch.rand(2, 48, 37, 29) * 255
+    g = torch.randn(2, 48, 37, 29)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            results.append((_native_standardize.forward(x, 3, 1e-5, True, True),
+                            _native_standardize.backward(g.clone(), x, 3, 1e-5, True, True)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+@native
+def test_native_refuses_sizes_that_overflow():
+    x = torch.zeros(1, 4, 4)
+    call = _native_standardize._call(x, 1, 1e-5, True, True)
+    call.xhat = _native.pointer(x)
+    call.batch, call.positions = 2**40, 2**40
+    with pytest.raises(RuntimeError, match="invalid sizes"):
+        _native.run("ncnn_onnx_standardize_forward", call)

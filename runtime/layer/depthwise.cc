@@ -8,22 +8,16 @@
 #include "depthwise.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <dlfcn.h>
 #include <limits>
-#include <new>
-#include <thread>
 #include <vector>
 
 #include "common/checked_math.h"
-#include "common/errors.h"
+#include "parallel.h"
 
 namespace ncnn_onnx::layer {
 namespace {
-
-enum Status : int { kOk = 0, kBadShape = 1, kNullTensor = 2, kOutOfMemory = 3, kInternal = 4 };
 
 // Columns of an output row are processed in blocks of kBlock (see Block below).
 constexpr int64_t kBlock = 16;
@@ -369,14 +363,6 @@ void BackwardChannels(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t
   }
 }
 
-// The vector width is picked at load time (GCC/Clang function multiversioning): the loops above are
-// plain C++ and the compiler vectorizes each clone for its instruction set.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
-#define NCNN_ONNX_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
-#else
-#define NCNN_ONNX_CLONES
-#endif
-
 NCNN_ONNX_CLONES void RunForward(const Shape& s, const NcnnOnnxDepthwiseCall& call, int64_t c0, int64_t c1) {
   if (s.stride[2] == 1) ForwardChannels<true>(s, call, c0, c1);
   else ForwardChannels<false>(s, call, c0, c1);
@@ -387,94 +373,16 @@ NCNN_ONNX_CLONES void RunBackward(const Shape& s, const NcnnOnnxDepthwiseCall& c
   else BackwardChannels<false>(s, call, c0, c1);
 }
 
-// libgomp's entry points, found only where the process has already loaded it (torch's CPU builds do, for
-// their intra-op threads). Running on torch's own OpenMP team matters: after a torch op its workers spin
-// for a while before they sleep, and threads of our own would fight them for the cores (measured: a 3x3
-// depthwise forward at 2 threads took 4.4 ms beside spinning workers, 1.4 ms on the team). The library
-// never loads libgomp itself (onnxruntime sessions do not need it); without it, std::thread serves.
-struct Gomp {
-  void (*parallel)(void (*)(void*), void*, unsigned, unsigned) = nullptr;  // GOMP_parallel
-  int (*thread_num)() = nullptr;                                           // omp_get_thread_num
-  int (*num_threads)() = nullptr;                                          // omp_get_num_threads
-};
-
-const Gomp& LoadedGomp() {
-  static const Gomp gomp = [] {
-    Gomp g;
-    void* handle = dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (handle == nullptr) return g;
-    g.parallel = reinterpret_cast<decltype(g.parallel)>(dlsym(handle, "GOMP_parallel"));
-    g.thread_num = reinterpret_cast<decltype(g.thread_num)>(dlsym(handle, "omp_get_thread_num"));
-    g.num_threads = reinterpret_cast<decltype(g.num_threads)>(dlsym(handle, "omp_get_num_threads"));
-    if (g.parallel == nullptr || g.thread_num == nullptr || g.num_threads == nullptr) g = Gomp{};
-    return g;
-  }();
-  return gomp;
-}
-
-// Splits the channels into contiguous runs, one per worker: on the process's OpenMP team when there is
-// one, else on threads started here (the caller's thread takes the first run; a thread that cannot be
-// started leaves its run to the caller's thread).
 template <typename Fn>
-int Parallel(const Shape& s, int32_t threads, Fn fn) {
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, s.channels));
-  std::atomic<int> status{kOk};
-  auto run = [&](int64_t t) {
-    try {
-      fn(s.channels * t / workers, s.channels * (t + 1) / workers);
-    } catch (const std::bad_alloc&) {
-      status = kOutOfMemory;
-    } catch (...) {
-      status = kInternal;
-    }
-  };
-  const Gomp& gomp = LoadedGomp();
-  if (workers > 1 && gomp.parallel != nullptr) {
-    struct Team {
-      decltype(run)* task;
-      const Gomp* gomp;
-      int64_t workers;
-    } team{&run, &gomp, workers};
-    gomp.parallel(
-        [](void* data) {
-          const Team& t = *static_cast<Team*>(data);
-          // The team may be smaller than asked (nested or limited): each member takes every size-th run.
-          const int64_t size = std::max(1, t.gomp->num_threads());
-          for (int64_t r = t.gomp->thread_num(); r < t.workers; r += size) (*t.task)(r);
-        },
-        &team, static_cast<unsigned>(workers), 0);
-    return status;
-  }
-  std::vector<std::thread> pool;
-  std::vector<int64_t> inline_runs = {0};
-  for (int64_t t = 1; t < workers; ++t) {
-    try {
-      pool.emplace_back(run, t);
-    } catch (...) {
-      inline_runs.push_back(t);
-    }
-  }
-  for (const int64_t t : inline_runs) run(t);
-  for (std::thread& th : pool) th.join();
-  return status;
-}
-
-template <typename Fn>
-int Guarded(const NcnnOnnxDepthwiseCall* call, bool backward, Fn fn) {
+int Checked(const NcnnOnnxDepthwiseCall* call, bool backward, Fn fn) {
   if (call == nullptr || call->x == nullptr || call->weight == nullptr) return kNullTensor;
   if (backward ? call->grad_y == nullptr : call->y == nullptr) return kNullTensor;
-  try {
+  return Guarded([&] {
     Shape s;
     if (const int status = ReadShape(*call, &s); status != kOk) return status;
-    if (s.batch == 0) return kOk;
+    if (s.batch == 0) return static_cast<int>(kOk);
     return fn(s);
-  } catch (const InvalidArgument&) {
-    return kBadShape;
-  } catch (const std::bad_alloc&) {
-    return kOutOfMemory;
-  } catch (...) {
-    return kInternal;
-  }
+  });
 }
 
 }  // namespace
@@ -484,27 +392,16 @@ extern "C" {
 
 __attribute__((visibility("default"))) int ncnn_onnx_depthwise_forward(const NcnnOnnxDepthwiseCall* call) {
   using namespace ncnn_onnx::layer;
-  return Guarded(call, false, [&](const Shape& s) {
-    return Parallel(s, call->threads, [&](int64_t c0, int64_t c1) { RunForward(s, *call, c0, c1); });
+  return Checked(call, false, [&](const Shape& s) {
+    return Parallel(s.channels, call->threads, [&](int64_t c0, int64_t c1) { RunForward(s, *call, c0, c1); });
   });
 }
 
 __attribute__((visibility("default"))) int ncnn_onnx_depthwise_backward(const NcnnOnnxDepthwiseCall* call) {
   using namespace ncnn_onnx::layer;
-  return Guarded(call, true, [&](const Shape& s) {
-    return Parallel(s, call->threads, [&](int64_t c0, int64_t c1) { RunBackward(s, *call, c0, c1); });
+  return Checked(call, true, [&](const Shape& s) {
+    return Parallel(s.channels, call->threads, [&](int64_t c0, int64_t c1) { RunBackward(s, *call, c0, c1); });
   });
-}
-
-__attribute__((visibility("default"))) const char* ncnn_onnx_depthwise_error(int code) {
-  using namespace ncnn_onnx::layer;
-  switch (code) {
-    case kOk: return "ok";
-    case kBadShape: return "invalid sizes (a dim < 1, a rank not 1..3, or a size that overflows 64-bit arithmetic)";
-    case kNullTensor: return "a required tensor pointer is null";
-    case kOutOfMemory: return "out of memory";
-    default: return "internal error";
-  }
 }
 
 }  // extern "C"

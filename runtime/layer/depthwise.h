@@ -43,9 +43,8 @@ struct NcnnOnnxDepthwiseCall {
   float* grad_weight;  // backward output, may be null
 };
 
-// 0 on success; otherwise a code whose meaning ncnn_onnx_depthwise_error names.
+// 0 on success; otherwise a code whose meaning ncnn_onnx_layer_error (parallel.cc) names.
 int ncnn_onnx_depthwise_forward(const NcnnOnnxDepthwiseCall* call);
 int ncnn_onnx_depthwise_backward(const NcnnOnnxDepthwiseCall* call);
-const char* ncnn_onnx_depthwise_error(int code);
 
 }  // extern "C"

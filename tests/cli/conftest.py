@@ -42,6 +42,27 @@ FACTORIES = textwrap.dedent(
         return _classifier(1)
 
 
+    def _ill_conditioned(seed):
+        # A 1x1 mix whose eight output channels nearly equal one another (the first input channel, times
+        # 1000, dominates all of them), then a pointwise NC layer: its patches have variances around eps, so
+        # the mix's float32 rounding reaches the output multiplied by ~1/sqrt(eps).
+        torch.manual_seed(seed)
+        mix = nn.Conv2d(3, 8, 1, bias=False)
+        with torch.no_grad():
+            mix.weight.zero_()
+            mix.weight[:, 0] = 1000.0
+            mix.weight[:, 1] = 3e-3 * torch.randn(8, 1, 1)
+        return nn.Sequential(mix, NormalizedConv2d(8, 6, 1), nn.Flatten(), nn.Linear(6 * 8 * 8, 5))
+
+
+    def ill_conditioned():
+        return _ill_conditioned(0)
+
+
+    def ill_conditioned_seed1():
+        return _ill_conditioned(1)
+
+
     def not_a_module():
         return 3
 

@@ -103,3 +103,34 @@ def test_reference_of_another_shape_is_a_one_line_error(cli, model_path):
 def test_nothing_to_check(cli, model_path):
     result = cli("check", model_path, "--reference", spec("classifier"), "--random", 0)
     assert "nothing to check" in one_line_error(result, "check")
+
+
+def _ill_conditioned_model(cli, tmp_path) -> str:
+    path = tmp_path / "ill.onnx"
+    assert cli("export", spec("ill_conditioned"), "-o", path, "--input-shape", "1,3,8,8").code == 0
+    return str(path)
+
+
+def test_ill_conditioned_network_is_told_apart_from_a_deployment_error(cli, tmp_path):
+    """Eager float32 itself misses the bar here; the deployed paths are as close as float32 allows, so
+    check passes them against that spread, says so and names the NC layer that amplifies the error."""
+    result = cli("check", _ill_conditioned_model(cli, tmp_path), "--reference", spec("ill_conditioned"),
+                 "--input-shape", "1,3,8,8")
+    assert result.code == 0, result.out + result.err
+    rows = _rows(result.out)
+    eager = [row for row in rows if row[1] == "eager PyTorch"]
+    assert eager and all(row[-1] == "spread" and float(row[4]) > float(row[5]) for row in eager)
+    assert all(row[-1] in ("yes", "spread") for row in rows)
+    assert "ill-conditioned: eager PyTorch itself is" in result.out
+    assert "worst-conditioned layer: 1 (NormalizedConv2d 8->6, 1x1)" in result.out
+    assert "parity: every path within the bar, or within the network's own float32 spread" in result.out
+
+
+def test_deployment_error_on_an_ill_conditioned_network_still_fails(cli, tmp_path):
+    """Other weights are wrong by far more than the network's own float32 spread."""
+    result = cli("check", _ill_conditioned_model(cli, tmp_path), "--reference", spec("ill_conditioned_seed1"),
+                 "--input-shape", "1,3,8,8")
+    assert result.code == 1
+    rows = _rows(result.out)
+    assert all(row[-1] == "NO" for row in rows if row[1] != "eager PyTorch")
+    assert "FAILED" in result.out
