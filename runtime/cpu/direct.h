@@ -1,6 +1,6 @@
 // The direct kernel: NormalizedConv for layers with few input channels per group (direct_plan.h says
-// which), depthwise convolutions above all. A task takes one image and group (or a run of its output
-// rows), copies the group's input once into a zero-padded buffer whose last dim is split into `stride`
+// which), depthwise convolutions above all. A task takes one image, group and weight panel (or a run of
+// its output rows), copies the group's input once into a zero-padded buffer whose last dim is split into `stride`
 // phases, so every patch element of L consecutive outputs is one contiguous load, and then reads each
 // patch twice, vectorized over L outputs along the last spatial dim:
 //   1. the sum, smallest and largest value: the mean (an exactly flat patch gets its value itself, so it
@@ -80,10 +80,17 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, Padd
           if (count > 0) std::memcpy(dst + s.pad[2], src, static_cast<size_t>(count) * sizeof(float));
           continue;
         }
-        for (int64_t i2 = 0; i2 < s.input[2]; ++i2) {
-          const int64_t q = i2 + s.pad[2];
-          const int64_t col = q / out->phases;
-          if (col < out->row) dst[(q % out->phases) * out->row + col] = src[i2];
+        // Phase by phase: a strided read into a contiguous row, with no division per element (a 64-bit
+        // division and remainder per value made stride-2 layers twice as slow as stride-1 ones).
+        const int64_t phases = out->phases;
+        for (int64_t phase = 0; phase < phases; ++phase) {
+          // The first input column whose padded position q = i2 + pad falls in this phase.
+          const int64_t first = ((phase - s.pad[2]) % phases + phases) % phases;
+          const int64_t col0 = (first + s.pad[2]) / phases;
+          const int64_t count = std::min((s.input[2] - first + phases - 1) / phases, out->row - col0);
+          float* to = dst + phase * out->row + col0;
+          const float* from = src + first;
+          for (int64_t j = 0; j < count; ++j) to[j] = from[j * phases];
         }
       }
     }
@@ -159,8 +166,10 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
   const ConvGeometry& g = *job.geometry;
   const Spatial3 s = RightAlign(g);
   const int64_t chunks = DirectChunks(g);
+  const int64_t panels = DirectPanels(g);
   const int64_t chunk = task % chunks;
-  const int64_t image_group = task / chunks;
+  const int64_t panel_index = (task / chunks) % panels;
+  const int64_t image_group = task / chunks / panels;
   const int64_t n = image_group / g.group;
   const int64_t grp = image_group % g.group;
   const int64_t rows = DirectRows(g);
@@ -188,9 +197,9 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
           (along % padded.phases) * padded.row + along / padded.phases;
     }
   }
-  // W of the group as [i][m], and its row sums and bias.
-  const int64_t first_channel = grp * MG;
-  const float* panel = job.panels + grp * g.fan_in * kPanelRows;  // one panel per group: MG <= kPanelRows
+  // W of the task's panel as [i][m], and its row sums and bias.
+  const int64_t first_channel = grp * g.group_out_channels + panel_index * kPanelRows;
+  const float* panel = job.panels + (grp * panels + panel_index) * g.fan_in * kPanelRows;
   std::vector<float>& weights = scratch.weights;
   weights.resize(static_cast<size_t>(g.fan_in * MG));
   for (int64_t i = 0; i < g.fan_in; ++i) {
@@ -217,7 +226,10 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
 
 template <typename T>
 void DirectTask(const Job<T, float>& job, int64_t task) {
-  switch (job.geometry->group_out_channels) {
+  // The channels of the task's panel: kPanelRows, fewer in a group's last one.
+  const ConvGeometry& g = *job.geometry;
+  const int64_t panel_index = (task / DirectChunks(g)) % DirectPanels(g);
+  switch (std::min(kPanelRows, g.group_out_channels - panel_index * kPanelRows)) {
     case 1: DirectTaskOf<1>(job, task); break;
     case 2: DirectTaskOf<2>(job, task); break;
     case 3: DirectTaskOf<3>(job, task); break;

@@ -18,20 +18,26 @@
 namespace ncnn_onnx::cpu {
 
 constexpr int64_t kDirectMaxChannels = 4;  // C/group
-constexpr int64_t kDirectMaxOutputs = 8;   // M/group: one accumulator vector each
+// M/group, in weight panels of kPanelRows channels (one accumulator vector each). A task takes one panel
+// and computes its patches' statistics itself, so each panel past the first repeats them: a small
+// fan-in's worth per output (a stem's 3x3 of 3 channels into 16 is two panels).
+constexpr int64_t kDirectMaxPanels = 4;
 constexpr int64_t kDirectMinTasks = 16;
 
 inline bool DirectAccepts(const ConvGeometry& g) {
-  return g.group_in_channels <= kDirectMaxChannels && g.group_out_channels <= kDirectMaxOutputs &&
+  return g.group_in_channels <= kDirectMaxChannels && g.group_out_channels <= kDirectMaxPanels * kPanelRows &&
          g.group_out_channels >= 1 && g.kernel_size <= 1024;
 }
+
+// Weight panels per group.
+inline int64_t DirectPanels(const ConvGeometry& g) { return (g.group_out_channels + kPanelRows - 1) / kPanelRows; }
 
 // Output rows: every output position but those along the last spatial dim, which a task sweeps in vectors.
 inline int64_t DirectRows(const ConvGeometry& g) { return g.output_plane / g.output[g.ndim - 1]; }
 
-// Tasks of one (image, group) each, split into runs of rows only where there are too few of them.
+// Tasks of one (image, group, panel) each, split into runs of rows only where there are too few of them.
 inline int64_t DirectChunks(const ConvGeometry& g) {
-  const int64_t pairs = g.batch * g.group;
+  const int64_t pairs = g.batch * g.group * DirectPanels(g);
   const int64_t wanted = pairs >= kDirectMinTasks ? 1 : (kDirectMinTasks + pairs - 1) / pairs;
   return std::max<int64_t>(1, std::min(wanted, DirectRows(g)));
 }
@@ -39,7 +45,7 @@ inline int64_t DirectChunks(const ConvGeometry& g) {
 // float16 values as floats; defined out of line (portable.cc), for the baseline ISA.
 void HalvesToFloats(const Half* src, int64_t count, float* dst);
 
-inline int64_t DirectTasks(const ConvGeometry& g) { return g.batch * g.group * DirectChunks(g); }
+inline int64_t DirectTasks(const ConvGeometry& g) { return g.batch * g.group * DirectPanels(g) * DirectChunks(g); }
 
 // The widest vector any backend's direct kernel uses, in floats: the scratch check's upper bound.
 constexpr int64_t kDirectMaxLanes = 16;
