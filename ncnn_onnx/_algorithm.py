@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _native_depthwise, _pointwise
+from . import _native_channels, _native_depthwise, _pointwise
 from ._arguments import output_size
 
 
@@ -212,19 +212,26 @@ def _centred(x: Tensor, m: Tensor) -> Tensor:
     return _grouped(x, m.shape[1]) - m.unsqueeze(2)
 
 
-def patch_statistics(
-    m: Tensor, xcg: Tensor, kernel, geo: ConvGeometry, out, eps: float, scale: bool, consume: bool
-) -> PatchStatistics:
-    """Exact patch statistics from the channel means and the channel-centred input.
+def centred_moments(x: Tensor, groups: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`centre_channels`' m and x - m, plus the location moments s = sum_c (x - m) and
+    q = sum_c (x - m)^2 (N, G, *spatial); in one native pass for contiguous float32 CPU inputs."""
+    if _native_channels.applies(x):
+        return _native_channels.centre(x, groups)
+    m, xcg = centre_channels(x, groups)
+    return m, xcg, xcg.sum(2), xcg.square().sum(2)
+
+
+def patch_statistics(m: Tensor, s: Tensor, q: Tensor, cg: int, kernel, geo: ConvGeometry, out, eps: float,
+                     scale: bool) -> PatchStatistics:
+    """Exact patch statistics from the channel means m and the location moments s and q
+    (`centred_moments`) of groups of cg channels.
 
     The channel mean m_j is rounded; the residual s_j = sum_c (x_cj - m_j) it leaves is small and is
     carried into the patch mean and the variance, so the decomposition stays exact up to rounding of
-    small numbers (without it, a near-flat bright patch loses digits in rstd). With `consume`, xcg is
-    squared in place (the caller no longer needs it), which saves a temporary the size of x.
+    small numbers (without it, a near-flat bright patch loses digits in rstd).
     """
-    cg = xcg.shape[2]
     fan_in = cg * math.prod(kernel)
-    both = _unfold(torch.cat([m, xcg.sum(2)], 1), kernel, geo, out)
+    both = _unfold(torch.cat([m, s], 1), kernel, geo, out)
     g = m.shape[1]
     patches, residual = both[:, :g], both[:, g:]
     dev = patches - patches.mean(2, keepdim=True)
@@ -232,8 +239,7 @@ def patch_statistics(
     dev -= dev.mean(2, keepdim=True) + residual.sum(2, keepdim=True) / fan_in
     rstd = None
     if scale:
-        squared = xcg.square_() if consume else xcg.square()
-        squares = _box_sum(squared.sum(2), kernel, geo, out)
+        squares = _box_sum(q, kernel, geo, out)
         var = (squares + 2 * (dev * residual).sum(2) + cg * dev.square().sum(2)) / fan_in
         rstd = torch.rsqrt(var.clamp_min(0) + eps)
     return PatchStatistics(m=m, patches=patches, dev=dev, rstd=rstd)
@@ -270,15 +276,15 @@ def forward(
     out = geo.output_size(x.shape[2:], kernel)
     sdt = statistics_dtype(x.dtype)
 
-    m, xcg = centre_channels(x, g)
+    m, xcg, s, q = centred_moments(x, g)
     conv_in, conv_pad = _conv_input(xcg.reshape(x.shape).to(x.dtype), geo)
     # Contiguous: the per-group views below split the channel dim, which a channels_last result cannot.
     ylin = torch.convolution(
         conv_in, weight, None, list(geo.stride), conv_pad, list(geo.dilation), False, [0] * geo.ndim, g
     ).to(sdt).contiguous()
     del conv_in
-    st = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=True)
     del xcg
+    st = patch_statistics(m, s, q, c // g, kernel, geo, out, eps, scale)
     patch_term = st.dev if center else st.patches
     wsum = weight.to(sdt).reshape(g, out_ch // g, c // g, n_k).sum(2)  # (G, M/G, K)
     # Explicit sizes, no -1: under torch.compile with dynamic shapes a -1 asks the compiler to prove a
@@ -369,8 +375,8 @@ def backward(
 
     xcg = None
     if stats is None:
-        m, xcg = centre_channels(x, g)
-        stats = patch_statistics(m, xcg, kernel, geo, out, eps, scale, consume=False)
+        m, xcg, s, q = centred_moments(x, g)
+        stats = patch_statistics(m, s, q, cg, kernel, geo, out, eps, scale)
     p_out = math.prod(out)  # explicit sizes, no -1 (see forward)
     gy_b = grad_y.to(sdt).reshape(n * g, mg, p_out)  # (N*G, M/G, P)
     r_b = stats.rstd.reshape(n * g, 1, p_out) if scale else None

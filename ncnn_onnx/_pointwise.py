@@ -14,7 +14,7 @@ flat patch has deviations, mean and variance of exactly 0 and gives exactly B; t
 two-pass one. Statistics are never computed in less than float32.
 
 Contiguous float32 CPU inputs run the standardization and its backward natively
-(`_native_standardize`, one pass over the input in cache); everything else (float64, half types,
+(`_native_channels`, one pass over the input in cache); everything else (float64, half types,
 channels_last, torch.func transforms) runs the same steps in PyTorch ops below.
 """
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _native_standardize
+from . import _native_channels
 
 
 def applies(weight: Tensor, geo) -> bool:
@@ -92,8 +92,8 @@ def _standardize(xs: Tensor, groups: int, eps: float, center: bool, scale: bool,
 
 def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, center: bool, scale: bool) -> Tensor:
     xs = _sampled(x, geo)
-    if _native_standardize.applies(x):
-        xhat = _native_standardize.forward(xs.contiguous(), geo.groups, eps, center, scale)
+    if _native_channels.applies(x):
+        xhat = _native_channels.standardize(xs.contiguous(), geo.groups, eps, center, scale)
     else:
         xhat = _as_input(_standardize(xs, geo.groups, eps, center, scale)[0], x)
     return _conv(xhat, weight, bias, geo.groups)
@@ -123,14 +123,14 @@ def backward(grad_y: Tensor, x: Tensor, weight: Tensor, geo, eps: float, center:
     (1 when scale is off), over each group's channels (a LayerNorm backward):
         dx = r g  -  center * r mean(g)  -  scale * r^3 (x - mu) mean(g u)"""
     xs = _sampled(x, geo)
-    if _native_standardize.applies(x):
+    if _native_channels.applies(x):
         xs = xs.contiguous()
-        xhat = _native_standardize.forward(xs, geo.groups, eps, center, scale)
+        xhat = _native_channels.standardize(xs, geo.groups, eps, center, scale)
         ghat, gw = _conv_backward(grad_y, xhat, weight, geo.groups, need_x, need_w)
         del xhat
         if not need_x:
             return None, gw
-        return _unsample(_native_standardize.backward(ghat.contiguous(), xs, geo.groups, eps, center, scale), x, geo), gw
+        return _unsample(_native_channels.standardize_backward(ghat.contiguous(), xs, geo.groups, eps, center, scale), x, geo), gw
     xhat, rstd, dev = _standardize(xs, geo.groups, eps, center, scale, keep_dev=need_x)
     xhat_in = _as_input(xhat, x)
     ghat, gw = _conv_backward(grad_y, xhat_in, weight, geo.groups, need_x, need_w)

@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from ncnn_onnx import _native, _native_standardize, _pointwise
+from ncnn_onnx import _native, _native_channels, _pointwise
 from ncnn_onnx import functional as ncf
 from ncnn_onnx._algorithm import ConvGeometry
 from tests.reference import (
@@ -224,36 +224,10 @@ def test_native_standardization_agrees_with_the_pytorch_path(center, scale, grou
     kwargs = dict(stride=stride, pads=pads, groups=groups, center=center, scale=scale)
     grad = torch.randn(nc_reference(x, w, b, **kwargs).shape, generator=torch.Generator().manual_seed(13),
                        dtype=torch.float64)
-    assert _native_standardize.applies(x.float())
+    assert _native_channels.applies(x.float())
     ours = _layer_gradients(x.float(), w.float(), b.float(), grad, **kwargs)
     with _native.disabled():
-        assert not _native_standardize.applies(x.float())
+        assert not _native_channels.applies(x.float())
         theirs = _layer_gradients(x.float(), w.float(), b.float(), grad, **kwargs)
     for got, want in zip(ours, theirs):
         assert_parity(got, want, torch.float32)
-
-
-@native
-def test_native_results_do_not_depend_on_the_thread_count():
-    x = torch.rand(2, 48, 37, 29) * 255
-    g = torch.randn(2, 48, 37, 29)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 3):
-            torch.set_num_threads(threads)
-            results.append((_native_standardize.forward(x, 3, 1e-5, True, True),
-                            _native_standardize.backward(g.clone(), x, 3, 1e-5, True, True)))
-    finally:
-        torch.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(*results))
-
-
-@native
-def test_native_refuses_sizes_that_overflow():
-    x = torch.zeros(1, 4, 4)
-    call = _native_standardize._call(x, 1, 1e-5, True, True)
-    call.xhat = _native.pointer(x)
-    call.batch, call.positions = 2**40, 2**40
-    with pytest.raises(RuntimeError, match="invalid sizes"):
-        _native.run("ncnn_onnx_standardize_forward", call)

@@ -3,7 +3,7 @@
 #include <dlfcn.h>
 
 extern "C" {
-// One text per status code of the layer's native entry points (depthwise.h, standardize.h).
+// One text per status code of the layer's native entry points (depthwise.h, channels.h).
 __attribute__((visibility("default"))) const char* ncnn_onnx_layer_error(int code) {
   using namespace ncnn_onnx::layer;
   switch (code) {

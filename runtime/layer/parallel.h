@@ -1,4 +1,4 @@
-// What the layer's native kernels (depthwise.cc, standardize.cc) share: their status codes, the
+// What the layer's native kernels (depthwise.cc, channels.cc) share: their status codes, the
 // vector-width clones and the worker split over torch's OpenMP team.
 #pragma once
 

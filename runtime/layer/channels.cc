@@ -1,10 +1,10 @@
-// Channel standardization forward and backward (see standardize.h for why and what).
+// Per-location channel statistics: standardize, its backward, and centre (see channels.h for why and what).
 //
 // Work items are tiles of positions of one (image, group): a tile is read once from memory and its
 // passes over the group's channels run in cache, with the statistics of its positions in small arrays
 // that the compiler vectorizes along the (contiguous) positions. Each item writes only its own tile, so
 // the result does not depend on the thread count.
-#include "standardize.h"
+#include "channels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,7 +29,7 @@ struct Shape {
   bool center = true, scale = true;
 };
 
-int ReadShape(const NcnnOnnxStandardizeCall& call, Shape* s) {
+int ReadShape(const NcnnOnnxChannelsCall& call, Shape* s) {
   if (call.batch < 0 || call.groups < 1 || call.group_channels < 1 || call.positions < 0) return kBadShape;
   const char* what = "a pointwise layer's size";
   // Element count of x (and of every other tensor), so that no index below can wrap.
@@ -92,13 +92,13 @@ void ForEachTile(const Shape& s, int64_t i0, int64_t i1, Fn fn) {
   }
 }
 
-NCNN_ONNX_CLONES void Forward(const Shape& s, const NcnnOnnxStandardizeCall& call, int64_t i0, int64_t i1) {
+NCNN_ONNX_CLONES void Forward(const Shape& s, const NcnnOnnxChannelsCall& call, int64_t i0, int64_t i1) {
   TileStatistics st;
   ForEachTile(s, i0, i1, [&](int64_t offset, int64_t count) {
     Statistics(s, call.x + offset, count, &st);
     for (int64_t c = 0; c < s.channels; ++c) {
       const float* row = call.x + offset + c * s.positions;
-      float* out = call.xhat + offset + c * s.positions;
+      float* out = call.out + offset + c * s.positions;
       if (s.center) {
         for (int64_t t = 0; t < count; ++t) out[t] = ((row[t] - st.pivot[t]) - st.mean[t]) * st.rstd[t];
       } else {
@@ -108,7 +108,7 @@ NCNN_ONNX_CLONES void Forward(const Shape& s, const NcnnOnnxStandardizeCall& cal
   });
 }
 
-NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxStandardizeCall& call, int64_t i0, int64_t i1) {
+NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxChannelsCall& call, int64_t i0, int64_t i1) {
   TileStatistics st;
   float mean_g[kMaxTile], coeff[kMaxTile];
   const float inv = 1.0f / static_cast<float>(s.channels);
@@ -118,7 +118,7 @@ NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxStandardizeCall& ca
     std::fill(coeff, coeff + count, 0.0f);
     for (int64_t c = 0; c < s.channels; ++c) {
       const float* row = call.x + offset + c * s.positions;
-      const float* g = call.grad_xhat + offset + c * s.positions;
+      const float* g = call.grad_out + offset + c * s.positions;
       for (int64_t t = 0; t < count; ++t) {
         mean_g[t] += g[t];
         // u = x - mu when centring (its deviations, centred before the product), else x itself.
@@ -131,7 +131,7 @@ NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxStandardizeCall& ca
     }
     for (int64_t c = 0; c < s.channels; ++c) {
       const float* row = call.x + offset + c * s.positions;
-      const float* g = call.grad_xhat + offset + c * s.positions;
+      const float* g = call.grad_out + offset + c * s.positions;
       float* out = call.grad_x + offset + c * s.positions;
       for (int64_t t = 0; t < count; ++t) {
         const float d = (row[t] - st.pivot[t]) - st.mean[t];
@@ -141,10 +141,43 @@ NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxStandardizeCall& ca
   });
 }
 
-template <typename Fn>
-int Checked(const NcnnOnnxStandardizeCall* call, bool backward, Fn fn) {
+// The channel sum in double: exact for equal values (and far from rounding for any), so m of a flat
+// location is its value and x - m is exactly 0 there.
+NCNN_ONNX_CLONES void Centre(const Shape& s, const NcnnOnnxChannelsCall& call, int64_t i0, int64_t i1) {
+  double sum[kMaxTile];
+  float m[kMaxTile], res[kMaxTile], sq[kMaxTile];
+  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t count) {
+    std::fill(sum, sum + count, 0.0);
+    for (int64_t c = 0; c < s.channels; ++c) {
+      const float* row = call.x + offset + c * s.positions;
+      for (int64_t t = 0; t < count; ++t) sum[t] += row[t];
+    }
+    const double channels = static_cast<double>(s.channels);
+    for (int64_t t = 0; t < count; ++t) m[t] = static_cast<float>(sum[t] / channels);
+    std::fill(res, res + count, 0.0f);
+    std::fill(sq, sq + count, 0.0f);
+    for (int64_t c = 0; c < s.channels; ++c) {
+      const float* row = call.x + offset + c * s.positions;
+      float* out = call.out == nullptr ? nullptr : call.out + offset + c * s.positions;
+      for (int64_t t = 0; t < count; ++t) {
+        const float d = row[t] - m[t];
+        res[t] += d;
+        sq[t] += d * d;
+        if (out != nullptr) out[t] = d;
+      }
+    }
+    // The maps are (image, group, position): the tile's offset without the channel factor.
+    const int64_t map_offset = offset / (s.channels * s.positions) * s.positions + offset % s.positions;
+    std::copy(m, m + count, call.mean + map_offset);
+    if (call.residual != nullptr) std::copy(res, res + count, call.residual + map_offset);
+    if (call.squares != nullptr) std::copy(sq, sq + count, call.squares + map_offset);
+  });
+}
+
+template <typename Required, typename Fn>
+int Checked(const NcnnOnnxChannelsCall* call, Required required, Fn fn) {
   if (call == nullptr || call->x == nullptr) return kNullTensor;
-  if (backward ? call->grad_xhat == nullptr || call->grad_x == nullptr : call->xhat == nullptr) return kNullTensor;
+  if (!required(*call)) return kNullTensor;
   return Guarded([&] {
     Shape s;
     if (const int status = ReadShape(*call, &s); status != kOk) return status;
@@ -159,14 +192,25 @@ int Checked(const NcnnOnnxStandardizeCall* call, bool backward, Fn fn) {
 
 extern "C" {
 
-__attribute__((visibility("default"))) int ncnn_onnx_standardize_forward(const NcnnOnnxStandardizeCall* call) {
+__attribute__((visibility("default"))) int ncnn_onnx_standardize_forward(const NcnnOnnxChannelsCall* call) {
   using namespace ncnn_onnx::layer;
-  return Checked(call, false, [&](const Shape& s, int64_t i0, int64_t i1) { Forward(s, *call, i0, i1); });
+  return Checked(
+      call, [](const NcnnOnnxChannelsCall& c) { return c.out != nullptr; },
+      [&](const Shape& s, int64_t i0, int64_t i1) { Forward(s, *call, i0, i1); });
 }
 
-__attribute__((visibility("default"))) int ncnn_onnx_standardize_backward(const NcnnOnnxStandardizeCall* call) {
+__attribute__((visibility("default"))) int ncnn_onnx_standardize_backward(const NcnnOnnxChannelsCall* call) {
   using namespace ncnn_onnx::layer;
-  return Checked(call, true, [&](const Shape& s, int64_t i0, int64_t i1) { Backward(s, *call, i0, i1); });
+  return Checked(
+      call, [](const NcnnOnnxChannelsCall& c) { return c.grad_out != nullptr && c.grad_x != nullptr; },
+      [&](const Shape& s, int64_t i0, int64_t i1) { Backward(s, *call, i0, i1); });
+}
+
+__attribute__((visibility("default"))) int ncnn_onnx_centre(const NcnnOnnxChannelsCall* call) {
+  using namespace ncnn_onnx::layer;
+  return Checked(
+      call, [](const NcnnOnnxChannelsCall& c) { return c.mean != nullptr; },
+      [&](const Shape& s, int64_t i0, int64_t i1) { Centre(s, *call, i0, i1); });
 }
 
 }  // extern "C"
