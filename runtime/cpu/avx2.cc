@@ -1,9 +1,9 @@
 // The AVX2 backend (float32 and float16 tensors, float32 arithmetic): the design of avx512.cc at 8 lanes.
 //
-// Prepare tasks reduce X over each group's channels at every input location to the channel mean m, the
-// residual s = sum_c (x - m) and q = sum_c (x - m)^2; a strip's patch statistics then follow exactly from
-// the K locations each patch covers (the identities are in avx512.cc's comment). The strip's im2col block
-// is written once, centred on the provisional mean, and the epilogue applies the exact residual mean.
+// Prepare tasks reduce X over each group's channels to per-location moments, from which each strip's
+// patch statistics follow exactly in K reads; that arithmetic is written once for both backends
+// (location_math.h). The strip's im2col block is written once, centred on the provisional mean, and the
+// epilogue applies the exact residual mean.
 //
 // A strip is up to 48 columns = 6 vectors of 8 output positions; a task's columns are spread evenly over
 // its strips in whole vectors. Along the last spatial dim a vector's lanes read runs (usually one or two)
@@ -49,7 +49,7 @@
 namespace ncnn_onnx::cpu {
 namespace {
 
-struct DirectIsa {
+struct VectorIsa {
   static constexpr int kLanes = 8;
   typedef float Vector __attribute__((vector_size(4 * kLanes)));
   static Vector Sqrt(Vector v) { return reinterpret_cast<Vector>(_mm256_sqrt_ps(reinterpret_cast<__m256>(v))); }
@@ -57,12 +57,38 @@ struct DirectIsa {
     const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), h);
   }
+  // `count` (1..kLanes) consecutive values and zeros after them; nothing past them is read or written
+  // (float16 has no masked load: the partial case goes through a small buffer).
+  static Vector Load(const float* p, int64_t count) {
+    return reinterpret_cast<Vector>(count == kLanes ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, Mask(count)));
+  }
+  static Vector Load(const Half* p, int64_t count) {
+    alignas(16) Half h[kLanes] = {};
+    const Half* from = p;
+    if (count < kLanes) {
+      std::memcpy(h, p, static_cast<size_t>(count) * sizeof(Half));
+      from = h;
+    }
+    return reinterpret_cast<Vector>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(from))));
+  }
+  static void Store(float* p, Vector v, int64_t count) {
+    if (count == kLanes) {
+      _mm256_storeu_ps(p, reinterpret_cast<__m256>(v));
+    } else {
+      _mm256_maskstore_ps(p, Mask(count), reinterpret_cast<__m256>(v));
+    }
+  }
+  // vmaskmovps lanes: -1 for the first `count`.
+  static __m256i Mask(int64_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
 };
 
 }  // namespace
 }  // namespace ncnn_onnx::cpu
 
 #include "direct.h"
+#include "location_math.h"
 
 namespace ncnn_onnx::cpu {
 namespace avx2 {
@@ -116,9 +142,9 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
-// Lanes 0-3 and 4-7 of a float vector as doubles.
-inline __m256d LowHalf(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-inline __m256d HighHalf(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+inline __m256 Native(Lanes v) { return reinterpret_cast<__m256>(v); }
+inline Lanes AsLanes(__m256 v) { return reinterpret_cast<Lanes>(v); }
+using Stats = ColumnStats<kVectors>;
 
 inline __m256i MaskFromBits(uint32_t bits) {
   const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -256,60 +282,6 @@ void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map,
   }
 }
 
-struct ColumnStats {
-  __m256 mean[kVectors];        // mu', what the strip is centred on (0 without centring)
-  __m256 rstd[kVectors];        // 1/sqrt(var + eps), or 1 without scaling
-  __m256 correction[kVectors];  // r = mean(v - mu'), or 0 without centring
-};
-
-// The columns' statistics from the location statistics, one vector at a time (few registers live);
-// `row(which, kk, v)` loads m (0), s (1) or q (2) of kernel offset kk for vector v, 0 over padding.
-template <typename RowLoader>
-ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row) {
-  const __m256 cg = _mm256_set1_ps(static_cast<float>(g.group_in_channels));
-  const __m256d cg_wide = _mm256_set1_pd(static_cast<double>(g.group_in_channels));
-  const __m256d fan_in = _mm256_set1_pd(static_cast<double>(g.fan_in));
-  const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(g.fan_in));
-  const __m256 eps = _mm256_set1_ps(g.epsilon);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 zero = _mm256_setzero_ps();
-  ColumnStats st;
-  for (int v = 0; v < kVectors; ++v) {
-    if (v >= vectors) {
-      st.mean[v] = st.correction[v] = zero;
-      st.rstd[v] = one;
-      continue;
-    }
-    // The mean in double: cg * m_k + s_k and the sum of K such terms are then exact for an exactly flat
-    // patch, whose mean so equals its value and whose output is exactly B for every epsilon.
-    __m256d sum_low = _mm256_setzero_pd(), sum_high = _mm256_setzero_pd();
-    for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-      const __m256 m = row(0, kk, v), s = row(1, kk, v);
-      sum_low = _mm256_add_pd(sum_low, _mm256_fmadd_pd(cg_wide, LowHalf(m), LowHalf(s)));
-      sum_high = _mm256_add_pd(sum_high, _mm256_fmadd_pd(cg_wide, HighHalf(m), HighHalf(s)));
-    }
-    const __m256 mean = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_div_pd(sum_high, fan_in)),
-                                        _mm256_cvtpd_ps(_mm256_div_pd(sum_low, fan_in)));
-    // sum_i (v_i - mean) and sum_i (v_i - mean)^2 from per-location terms: t = m - mean.
-    __m256 first = zero, second = zero;
-    for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-      const __m256 t = _mm256_sub_ps(row(0, kk, v), mean);
-      const __m256 s = row(1, kk, v);
-      first = _mm256_add_ps(first, _mm256_fmadd_ps(cg, t, s));
-      const __m256 cross = _mm256_mul_ps(_mm256_add_ps(t, t), s);
-      second = _mm256_add_ps(second, _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(cg, t), t, row(2, kk, v)), cross));
-    }
-    const __m256 r = _mm256_mul_ps(first, inv);
-    // max returns its second operand where either is NaN: rounding below 0 becomes 0, a NaN (a patch with a
-    // non-finite value) stays NaN.
-    const __m256 var = _mm256_max_ps(zero, _mm256_fnmadd_ps(r, r, _mm256_mul_ps(second, inv)));
-    st.mean[v] = g.center ? mean : zero;
-    st.correction[v] = g.center ? r : zero;
-    st.rstd[v] = g.scale ? _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_add_ps(var, eps))) : one;
-  }
-  return st;
-}
-
 // Where vector v of a block row lands: [half][row][kHalfColumns].
 inline int64_t BlockOffset(int v, int64_t half_stride) {
   return (v / kHalfVectors) * half_stride + (v % kHalfVectors) * kLanes;
@@ -372,7 +344,7 @@ void FillColumn(const T* x, int64_t plane, int64_t channels, const LoadOp* ops, 
 // c_begin), centred on st.mean, for the first `vectors` vectors. S: the last stride, 1 or 2 (loads), or 0
 // (gathers).
 template <int S, typename T>
-void PackBlock(const T* x_group, const ConvGeometry& g, const Scratch& sc, const ColumnStats& st,
+void PackBlock(const T* x_group, const ConvGeometry& g, const Scratch& sc, const Stats& st,
                const Bounds& bounds, int64_t c_begin, int64_t c_end, int vectors, int64_t half_stride, float* block) {
   const int64_t plane = g.input_plane;
   const int64_t channels = c_end - c_begin;
@@ -381,7 +353,7 @@ void PackBlock(const T* x_group, const ConvGeometry& g, const Scratch& sc, const
   for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
     for (int v = 0; v < vectors; ++v) {
       float* out = block + kk * kHalfColumns + BlockOffset(v, half_stride);
-      const __m256 mean = st.mean[v];
+      const __m256 mean = Native(st.mean[v]);
       if constexpr (S == 0) {
         const int32_t* index = sc.x_index.data() + kk * kStrip + v * kLanes;
         const int32_t* mask = sc.gather_mask.data() + kk * kStrip + v * kLanes;
@@ -486,59 +458,6 @@ inline void Store(Half* p, const StoreOp& op, __m256 v) {
   }
 }
 
-// 8 consecutive input locations of one channel, or the first `count` of them with zeros after.
-inline __m256 LoadLocations(const float* p, int64_t count, __m256i mask) {
-  return count == kLanes ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
-}
-
-inline __m256 LoadLocations(const Half* p, int64_t count, __m256i) {
-  if (count == kLanes) return ReadWindow<1>(p);
-  alignas(16) Half h[kLanes] = {};
-  std::memcpy(h, p, static_cast<size_t>(count) * sizeof(Half));
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
-}
-
-// Location statistics of one image, group and chunk of input locations (see the file comment).
-template <typename T>
-void Prepare(const Job<T, float>& job, int64_t task) {
-  const ConvGeometry& g = *job.geometry;
-  const int64_t plane = g.input_plane;
-  const StatsChunk chunk = LocateStatsChunk(g, task);
-  const int64_t cg = g.group_in_channels;
-  const T* x = job.x + chunk.x_offset;
-  float* out = job.location_stats + chunk.stats_offset;
-  const __m256d channels = _mm256_set1_pd(static_cast<double>(cg));
-  for (int64_t l = chunk.begin; l < chunk.end; l += kLanes) {
-    const int64_t count = std::min(kLanes, chunk.end - l);
-    const __m256i mask = MaskFromBits((1u << count) - 1u);
-    // The channel mean in double (two chains of adds, one per half): exact where every channel holds the
-    // same value, which a flat patch needs (see Statistics). The second pass needs the mean first.
-    __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd();
-    for (int64_t c = 0; c < cg; ++c) {
-      const __m256 v = LoadLocations(x + c * plane + l, count, mask);
-      low = _mm256_add_pd(low, LowHalf(v));
-      high = _mm256_add_pd(high, HighHalf(v));
-    }
-    const __m256 m = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_div_pd(high, channels)),
-                                     _mm256_cvtpd_ps(_mm256_div_pd(low, channels)));
-    __m256 s = _mm256_setzero_ps(), q = _mm256_setzero_ps();
-    for (int64_t c = 0; c < cg; ++c) {
-      const __m256 d = _mm256_sub_ps(LoadLocations(x + c * plane + l, count, mask), m);
-      s = _mm256_add_ps(s, d);
-      q = _mm256_fmadd_ps(d, d, q);
-    }
-    const __m256 maps[3] = {m, s, q};
-    for (int which = 0; which < 3; ++which) {
-      float* p = out + which * plane + l;
-      if (count == kLanes) {
-        _mm256_storeu_ps(p, maps[which]);
-      } else {
-        _mm256_maskstore_ps(p, mask, maps[which]);
-      }
-    }
-  }
-}
-
 // One task; S: the last stride when it is 1 or 2 (strided loads), else 0 (gathers).
 template <int S, typename T>
 void RunTask(const Job<T, float>& job, int64_t task) {
@@ -570,20 +489,20 @@ void RunTask(const Job<T, float>& job, int64_t task) {
     const int64_t first = span.first;
     const int64_t width = span.width;
     MapStrip(g, s, first, width, &map);
-    ColumnStats st;
+    Stats st;
     if constexpr (S != 0) {
       BuildLoads(g, s, map, sc);
       const LoadOp* ops = sc.loads.data();
       const int32_t* begin = sc.load_begin.data();
-      st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
+      st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
         const int32_t* b = begin + kk * kVectors + v;
-        return StatsRow<S>(stats_group + which * plane, ops + b[0], b[1] - b[0]);
+        return AsLanes(StatsRow<S>(stats_group + which * plane, ops + b[0], b[1] - b[0]));
       });
     } else {
       BuildGathers(g, s, map, sc);
-      st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
+      st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
         const int64_t at = kk * kStrip + v * kLanes;
-        return Gather(stats_group + which * plane, sc.stats_index.data() + at, sc.gather_mask.data() + at);
+        return AsLanes(Gather(stats_group + which * plane, sc.stats_index.data() + at, sc.gather_mask.data() + at));
       });
     }
     // Segments are disjoint and non-empty: at most one store op per lane.
@@ -626,7 +545,7 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m256 sum = _mm256_load_ps(acc + m * kStrip + v * kLanes);
-            const __m256 out = _mm256_fmadd_ps(_mm256_fnmadd_ps(st.correction[v], w_sum, sum), st.rstd[v], bias);
+            const __m256 out = _mm256_fmadd_ps(_mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum), Native(st.rstd[v]), bias);
             for (int k = 0; k < store_count[v]; ++k) Store(At(y_channel, stores[v][k].offset), stores[v][k], out);
           }
         }
@@ -635,8 +554,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   }
 }
 
-void PrepareFloat(const Job<float, float>& job, int64_t task) { Prepare(job, task); }
-void PrepareHalf(const Job<Half, float>& job, int64_t task) { Prepare(job, task); }
+void PrepareFloat(const Job<float, float>& job, int64_t task) { LocationMoments(job, task); }
+void PrepareHalf(const Job<Half, float>& job, int64_t task) { LocationMoments(job, task); }
 template <typename T>
 void Run(const Job<T, float>& job, int64_t task) {
   switch (job.geometry->stride[job.geometry->ndim - 1]) {

@@ -1,14 +1,9 @@
 // The AVX-512 backend (float32 and float16 tensors, float32 arithmetic).
 //
-// Prepare tasks reduce X over each group's channels at every input location: the channel mean m, the
-// rounding residual s = sum_c (x - m) and q = sum_c (x - m)^2 (two passes over the channels). A patch is
-// K locations of C/group channels, so its statistics follow exactly from K values of these maps
-// (docs/architecture.md, "Numerics", _algorithm.py): with a provisional mean mu' and t = m - mu',
-//     sum_i (v_i - mu')   = sum_k (cg t_k + s_k)                 (padded locations: m = s = q = 0)
-//     sum_i (v_i - mu')^2 = sum_k (q_k + 2 t_k s_k + cg t_k^2)
-// all sums of small, exactly formed terms, so no cancellation. The strip's im2col block is then written
-// once, already centred on mu'; the exact residual mean r = mean(v - mu') enters the epilogue as
-// y = (W.(v - mu') - r sum(W)) * rstd + b.
+// Prepare tasks reduce X over each group's channels to per-location moments, from which each strip's
+// patch statistics follow exactly in K reads (location_math.h, shared with avx2.cc). The strip's im2col
+// block is then written once, already centred on the provisional mean mu'; the exact residual mean
+// r = mean(v - mu') enters the epilogue as y = (W.(v - mu') - r sum(W)) * rstd + b.
 //
 // A strip is up to 48 columns = 3 vectors of 16 output positions; a task's columns are spread evenly over
 // its strips in whole vectors (location_strip.h). Along the last spatial dim a run of positions reads
@@ -45,7 +40,7 @@
 namespace ncnn_onnx::cpu {
 namespace {
 
-struct DirectIsa {
+struct VectorIsa {
   static constexpr int kLanes = 16;
   typedef float Vector __attribute__((vector_size(4 * kLanes)));
   static Vector Sqrt(Vector v) { return reinterpret_cast<Vector>(_mm512_sqrt_ps(reinterpret_cast<__m512>(v))); }
@@ -53,12 +48,24 @@ struct DirectIsa {
     const __m256i h = _mm512_cvtps_ph(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), h);
   }
+  // `count` (1..kLanes) consecutive values and zeros after them; nothing past them is read or written.
+  static Vector Load(const float* p, int64_t count) {
+    return reinterpret_cast<Vector>(_mm512_maskz_loadu_ps(Mask(count), p));
+  }
+  static Vector Load(const Half* p, int64_t count) {
+    return reinterpret_cast<Vector>(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Mask(count), p)));
+  }
+  static void Store(float* p, Vector v, int64_t count) {
+    _mm512_mask_storeu_ps(p, Mask(count), reinterpret_cast<__m512>(v));
+  }
+  static __mmask16 Mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
 };
 
 }  // namespace
 }  // namespace ncnn_onnx::cpu
 
 #include "direct.h"
+#include "location_math.h"
 
 namespace ncnn_onnx::cpu {
 namespace avx512 {
@@ -70,12 +77,9 @@ constexpr int64_t kBlockRows = 128;    // patch rows per strip block: 24 KiB, ha
 constexpr int64_t kPanelFloats = kPanelRows * kStrip;
 static_assert(kStrip <= kMaxStripColumns, "StripMap holds at most kMaxStripColumns columns");
 
-// Lanes 0-7 and 8-15 of a float vector as doubles, and back.
-inline __m512d LowHalf(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-inline __m512d HighHalf(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); }
-inline __m512 FromHalves(__m512d low, __m512d high) {
-  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low)), _mm512_cvtpd_ps(high), 1);
-}
+inline __m512 Native(Lanes v) { return reinterpret_cast<__m512>(v); }
+inline Lanes AsLanes(__m512 v) { return reinterpret_cast<Lanes>(v); }
+using Stats = ColumnStats<kVectors>;
 
 // Lanes of one vector that read consecutive elements: lane l reads x[x_offset + l] (from the group's first
 // channel of image 0) and the location statistics at stats_offset + l (from the group's maps of image 0).
@@ -219,70 +223,10 @@ void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map,
   }
 }
 
-struct ColumnStats {
-  __m512 mean[kVectors];        // mu', what the strip is centred on (0 without centring)
-  __m512 rstd[kVectors];        // 1/sqrt(var + eps), or 1 without scaling
-  __m512 correction[kVectors];  // r = mean(v - mu'), or 0 without centring
-};
-
-// The columns' statistics from the location statistics; `row(which, kk, v)` loads m (0), s (1) or q (2)
-// of kernel offset kk for vector v, zero where the patch reads padding. Vectors past `vectors` are not
-// read; their statistics are those of all-zero sums, never used.
-template <typename RowLoader>
-ColumnStats Statistics(const ConvGeometry& g, int vectors, const RowLoader& row) {
-  const float cg = static_cast<float>(g.group_in_channels);
-  const __m512 vcg = _mm512_set1_ps(cg);
-  const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(g.fan_in));
-  const __m512d cg_wide = _mm512_set1_pd(static_cast<double>(g.group_in_channels));
-  const __m512d fan_in = _mm512_set1_pd(static_cast<double>(g.fan_in));
-  ColumnStats st;
-  // The mean in double: cg * m_k + s_k and the sum of K such terms are then exact for an exactly flat patch,
-  // whose mean so equals its value and whose output is exactly B for every epsilon.
-  __m512d total_low[kVectors], total_high[kVectors];
-  __m512 residual[kVectors], squares[kVectors];
-  for (int v = 0; v < kVectors; ++v) {
-    total_low[v] = total_high[v] = _mm512_setzero_pd();
-    residual[v] = squares[v] = _mm512_setzero_ps();
-  }
-  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    for (int v = 0; v < vectors; ++v) {
-      const __m512 m = row(0, kk, v), s = row(1, kk, v);
-      total_low[v] = _mm512_add_pd(total_low[v], _mm512_fmadd_pd(cg_wide, LowHalf(m), LowHalf(s)));
-      total_high[v] = _mm512_add_pd(total_high[v], _mm512_fmadd_pd(cg_wide, HighHalf(m), HighHalf(s)));
-    }
-  }
-  for (int v = 0; v < kVectors; ++v) {
-    st.mean[v] = FromHalves(_mm512_div_pd(total_low[v], fan_in), _mm512_div_pd(total_high[v], fan_in));
-  }
-  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    for (int v = 0; v < vectors; ++v) {
-      const __m512 t = _mm512_sub_ps(row(0, kk, v), st.mean[v]);
-      const __m512 s = row(1, kk, v);
-      residual[v] = _mm512_add_ps(residual[v], _mm512_fmadd_ps(vcg, t, s));
-      const __m512 ts = _mm512_mul_ps(t, s);
-      squares[v] = _mm512_add_ps(squares[v], _mm512_add_ps(_mm512_fmadd_ps(vcg, _mm512_mul_ps(t, t), row(2, kk, v)),
-                                                           _mm512_add_ps(ts, ts)));
-    }
-  }
-  const __m512 eps = _mm512_set1_ps(g.epsilon);
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (int v = 0; v < kVectors; ++v) {
-    const __m512 r = _mm512_mul_ps(residual[v], inv);
-    __m512 var = _mm512_fnmadd_ps(r, r, _mm512_mul_ps(squares[v], inv));
-    // max returns its second operand where either is NaN: rounding below 0 becomes 0, a NaN (a patch with a
-    // non-finite value) stays NaN.
-    var = _mm512_max_ps(_mm512_setzero_ps(), var);
-    st.rstd[v] = g.scale ? _mm512_div_ps(one, _mm512_sqrt_ps(_mm512_add_ps(var, eps))) : one;
-    st.correction[v] = g.center ? r : _mm512_setzero_ps();
-    if (!g.center) st.mean[v] = _mm512_setzero_ps();
-  }
-  return st;
-}
-
 // Even tiling leaves many strips one or two vectors short: the vectors past the strip are neither
 // loaded nor written, since the micro-kernel never reads them.
 template <int NV, typename T>
-void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, const ColumnStats& st, int64_t c_begin,
+void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, const Stats& st, int64_t c_begin,
                 int64_t c_end, float* row) {
   const LoadPair* pairs = sc.pairs.data();
   for (int64_t c = c_begin; c < c_end; ++c) {
@@ -290,7 +234,7 @@ void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, cons
     const LoadPair* p = pairs;
     for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip, p += kVectors) {
 #pragma GCC unroll 3
-      for (int v = 0; v < NV; ++v) _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(LoadX(xc, p[v]), st.mean[v]));
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(LoadX(xc, p[v]), Native(st.mean[v])));
     }
   }
 }
@@ -298,7 +242,7 @@ void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, cons
 // Writes rows [c_begin * kernel_size, c_end * kernel_size) of the strip's im2col block (row i = c *
 // kernel_size + kk), centred on st.mean, to `block`; of each row only the strip's vectors.
 template <typename T>
-void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scratch& sc, const ColumnStats& st,
+void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scratch& sc, const Stats& st,
                int64_t c_begin, int64_t c_end, int vectors, float* block) {
   const int64_t plane = g.input_plane;
   float* row = block;
@@ -317,7 +261,7 @@ void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scrat
         const int32_t* b = begin + kk * kVectors;
         for (int v = 0; v < vectors; ++v) {
           const __m512 value = LoadX(xc, ops + b[v], ops + b[v + 1]);
-          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(value, st.mean[v]));
+          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(value, Native(st.mean[v])));
         }
       }
     }
@@ -328,7 +272,7 @@ void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scrat
         for (int v = 0; v < vectors; ++v) {
           const __m512i index = _mm512_loadu_si512(sc.x_index.data() + kk * kStrip + v * kLanes);
           const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
-          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(Gather(xc, index, mask), st.mean[v]));
+          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(Gather(xc, index, mask), Native(st.mean[v])));
         }
       }
     }
@@ -404,45 +348,6 @@ inline void StoreLanes(Half* p, __mmask16 mask, __m512 v) {
   _mm256_mask_storeu_epi16(p, mask, h);
 }
 
-inline __m512 LoadPlain(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
-inline __m512 LoadPlain(const Half* p, __mmask16 mask) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p)); }
-
-// Location statistics of one image, group and chunk of input locations (see the file comment).
-template <typename T>
-void Prepare(const Job<T, float>& job, int64_t task) {
-  const ConvGeometry& g = *job.geometry;
-  const int64_t plane = g.input_plane;
-  const StatsChunk chunk = LocateStatsChunk(g, task);
-  const int64_t cg = g.group_in_channels;
-  const T* x = job.x + chunk.x_offset;
-  float* m_out = job.location_stats + chunk.stats_offset;
-  float* s_out = m_out + plane;
-  float* q_out = s_out + plane;
-  const __m512d channels = _mm512_set1_pd(static_cast<double>(cg));
-  const int64_t end = chunk.end;
-  for (int64_t l = chunk.begin; l < end; l += kLanes) {
-    const __mmask16 mask = LaneMask(l, end, l / kLanes);
-    // The channel mean in double (two chains of adds, one per half): exact where every channel holds the
-    // same value, which a flat patch needs (see Statistics). The second pass needs the mean first.
-    __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
-    for (int64_t c = 0; c < cg; ++c) {
-      const __m512 v = LoadPlain(x + c * plane + l, mask);
-      low = _mm512_add_pd(low, LowHalf(v));
-      high = _mm512_add_pd(high, HighHalf(v));
-    }
-    const __m512 m = FromHalves(_mm512_div_pd(low, channels), _mm512_div_pd(high, channels));
-    __m512 s = _mm512_setzero_ps(), q = _mm512_setzero_ps();
-    for (int64_t c = 0; c < cg; ++c) {
-      const __m512 d = _mm512_sub_ps(LoadPlain(x + c * plane + l, mask), m);
-      s = _mm512_add_ps(s, d);
-      q = _mm512_fmadd_ps(d, d, q);
-    }
-    _mm512_mask_storeu_ps(m_out + l, mask, m);
-    _mm512_mask_storeu_ps(s_out + l, mask, s);
-    _mm512_mask_storeu_ps(q_out + l, mask, q);
-  }
-}
-
 template <typename T>
 void RunTask(const Job<T, float>& job, int64_t task) {
   const ConvGeometry& g = *job.geometry;
@@ -470,28 +375,28 @@ void RunTask(const Job<T, float>& job, int64_t task) {
     const StripSpan span = StripOf(plan, tile, strip_index, kLanes);
     const int vectors = span.vectors;
     MapStrip(g, s, span.first, span.width, &map);
-    ColumnStats st;
+    Stats st;
     if (!gather) {
       BuildLoads(g, s, map, sc);
       const LoadOp* ops = sc.loads.data();
       const int32_t* begin = sc.load_begin.data();
       if (sc.paired) {
         const LoadPair* pairs = sc.pairs.data();
-        st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
-          return LoadStats(stats_group + which * plane, pairs[kk * kVectors + v]);
+        st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
+          return AsLanes(LoadStats(stats_group + which * plane, pairs[kk * kVectors + v]));
         });
       } else {
-        st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
+        st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
           const int32_t* b = begin + kk * kVectors + v;
-          return LoadStats(stats_group + which * plane, ops + b[0], ops + b[1]);
+          return AsLanes(LoadStats(stats_group + which * plane, ops + b[0], ops + b[1]));
         });
       }
     } else {
       BuildGathers(g, s, map, sc);
-      st = Statistics(g, vectors, [&](int which, int64_t kk, int v) {
+      st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
         const __m512i index = _mm512_loadu_si512(sc.stats_index.data() + kk * kStrip + v * kLanes);
         const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
-        return Gather(stats_group + which * plane, index, mask);
+        return AsLanes(Gather(stats_group + which * plane, index, mask));
       });
     }
     const int64_t y_ahead = YAhead(map);
@@ -528,8 +433,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           const char* ahead = reinterpret_cast<const char*>(At(y_channel, y_ahead));
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
-            const __m512 centred = _mm512_fnmadd_ps(st.correction[v], w_sum, acc[m][v]);
-            const __m512 out = _mm512_fmadd_ps(centred, st.rstd[v], bias);
+            const __m512 centred = _mm512_fnmadd_ps(Native(st.correction[v]), w_sum, acc[m][v]);
+            const __m512 out = _mm512_fmadd_ps(centred, Native(st.rstd[v]), bias);
             for (int k = 0; k < store_count[v]; ++k) {
               StoreLanes(At(y_channel, stores[v][k].offset), stores[v][k].mask, out);
             }
@@ -540,8 +445,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   }
 }
 
-void PrepareFloat(const Job<float, float>& job, int64_t task) { Prepare(job, task); }
-void PrepareHalf(const Job<Half, float>& job, int64_t task) { Prepare(job, task); }
+void PrepareFloat(const Job<float, float>& job, int64_t task) { LocationMoments(job, task); }
+void PrepareHalf(const Job<Half, float>& job, int64_t task) { LocationMoments(job, task); }
 void RunFloat(const Job<float, float>& job, int64_t task) { RunTask(job, task); }
 void RunHalf(const Job<Half, float>& job, int64_t task) { RunTask(job, task); }
 

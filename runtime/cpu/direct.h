@@ -11,7 +11,7 @@
 // one-pass variance and the product is of centred values (DESIGN.md §3).
 //
 // Included inside each backend's target region (portable.cc, avx2.cc, avx512.cc) after that file defines
-// `DirectIsa` (lane count, vector type, square root): everything here has internal linkage, so every file
+// `VectorIsa` (lane count, vector type, square root): everything here has internal linkage, so every file
 // compiles its own copy for its own instruction set and no copy can stand in for another at link time.
 #pragma once
 
@@ -29,8 +29,8 @@
 namespace ncnn_onnx::cpu {
 namespace {
 
-using DirectVector = DirectIsa::Vector;
-constexpr int kDirectLanes = DirectIsa::kLanes;
+using DirectVector = VectorIsa::Vector;
+constexpr int kDirectLanes = VectorIsa::kLanes;
 
 inline DirectVector DirectLoad(const float* p) {
   DirectVector v;
@@ -134,7 +134,7 @@ void DirectOutputs(const ConvGeometry& g, const float* at, const int64_t* offset
     r = s1 * inv;
     DirectVector var = s2 * inv - r * r;
     var = var < 0.0f ? DirectVector{} : var;  // rounding below 0 is 0; NaN (a non-finite patch) stays NaN
-    if (g.scale) rstd = (DirectVector{} + 1.0f) / DirectIsa::Sqrt(var + g.epsilon);
+    if (g.scale) rstd = (DirectVector{} + 1.0f) / VectorIsa::Sqrt(var + g.epsilon);
   }
   for (int m = 0; m < MG; ++m) {
     y[m] = g.center ? (acc[m] - r * weight_sums[m]) * rstd : acc[m] * rstd;
@@ -157,7 +157,7 @@ inline void DirectStoreLanes(float* y, const DirectVector& v, int64_t width) {
 // vectorizer in the AVX-512 build).
 inline void DirectStoreLanes(Half* y, const DirectVector& v, int64_t width) {
   Half lanes[kDirectLanes];
-  DirectIsa::ToHalf(v, lanes);
+  VectorIsa::ToHalf(v, lanes);
   std::memcpy(y, lanes, static_cast<size_t>(width) * sizeof(Half));
 }
 

@@ -14,7 +14,7 @@ namespace {
 
 // The direct kernel's vectors: 4 floats, one SSE register on x86-64 (no square root across lanes in the
 // portable vector types, so lane by lane).
-struct DirectIsa {
+struct VectorIsa {
   static constexpr int kLanes = 4;
   typedef float Vector __attribute__((vector_size(4 * kLanes)));
   static Vector Sqrt(Vector v) {
