@@ -80,7 +80,7 @@ sanitize: $(STAMP)
 	NCNN_ONNX_LIBRARY=$(CURDIR)/$(SAN_DIR)/libncnn_onnx_ops.so \
 	LD_PRELOAD="$$($(SAN_CXX) -print-file-name=libasan.so) $$($(SAN_CXX) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) NCNN_ONNX_FUZZ_TIME_SCALE=5 \
-		$(PY) -m pytest -q tests/runtime tests/test_native_depthwise.py tests/test_native_channels.py tests/test_pointwise.py
+		$(PY) -m pytest -q tests/runtime tests/test_native_depthwise.py tests/test_native_channels.py tests/test_native_conv.py tests/test_pointwise.py
 
 COMPAT_VENV := .venv-compat
 COMPAT_ORT ?= 1.18.0

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _native_channels, _native_depthwise, _pointwise
+from . import _native_channels, _native_conv, _native_depthwise, _pointwise
 from ._arguments import output_size
 
 
@@ -264,6 +264,8 @@ def forward(
     """
     if is_plain(center, scale):
         return convolution(x, weight, bias, geo), None, None
+    if not for_backward and _native_conv.applies(x, weight, bias):
+        return _native_conv.forward(x, weight, bias, geo, eps, center, scale), None, None
     if is_native(x, weight, bias, geo, center, scale):
         return in_memory_format_of(_native_depthwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     if _pointwise.applies(weight, geo):

@@ -61,7 +61,7 @@ def test_sizes_that_overflow_are_refused(entry):
     call = _native_channels._call(x, 1, 1e-5, True, True)
     call.out = call.mean = _native.pointer(x)
     call.batch, call.positions = 2**40, 2**40
-    with pytest.raises(RuntimeError, match="invalid sizes"):
+    with pytest.raises(RuntimeError, match="overflows a 64-bit integer"):
         _native.run(entry, call)
 
 

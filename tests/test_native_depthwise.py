@@ -65,7 +65,8 @@ def test_native_path_matches_float64_forward_and_backward(ndim, kernel, stride, 
     grad = torch.randn(y_out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ours = _gradients(x.float(), w.float(), b.float(), kwargs, grad)
     ref = _gradients(x.float().double(), w.float().double(), b.float().double(), kwargs, grad)
-    assert torch.equal(ours[0], y_out)  # the training and the inference call run the same kernel
+    # Inference runs the deployed kernel (_native_conv), training these kernels: both meet the bar.
+    assert_parity(y_out, ref[0], torch.float32)
     if padding == "half":
         pads = kernel // 2
         assert_parity(ours[0], nc_reference(x.float(), w.float(), b.float(), stride, pads, dilation, 5,
@@ -170,5 +171,5 @@ def test_sizes_that_overflow_are_refused_before_any_access(field, value):
     call = _native_depthwise._call(x, w, [4, 4], geo, 1e-5, True, True)
     getattr(call, field)[0] = getattr(call, field)[1] = value
     call.x, call.weight, call.y = x.data_ptr(), w.data_ptr(), x.data_ptr()
-    with pytest.raises(RuntimeError, match="overflows 64-bit arithmetic"):
+    with pytest.raises(RuntimeError, match="overflows a 64-bit integer"):
         _native.run("ncnn_onnx_depthwise_forward", call)

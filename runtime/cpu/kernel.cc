@@ -10,8 +10,7 @@
 #include "../common/errors.h"
 #include "../common/ort_api.h"
 #include "../common/tensor.h"
-#include "aligned_buffer.h"
-#include "direct_plan.h"
+#include "forward.h"
 #include "half.h"
 #include "job.h"
 
@@ -130,62 +129,17 @@ void CpuKernel::Compute(OrtKernelContext* context) const {
 template <typename T, typename Acc>
 void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
                     const PackedWeights<Acc>* constant) const {
-  const ONNXTensorElementDataType type = TypeOf<T>::kValue;
-  const ConvCall call = ReadCall(api_, context, attributes_, type);
-  const ConvGeometry& geometry = call.geometry;
-  void* y = GetOutput(api_, context, 0, geometry.OutputShape());
-  if (geometry.batch == 0 || geometry.out_channels == 0) return;
-
-  PackedWeights<Acc> packed;
-  const PackedWeights<Acc>* weights = constant;
-  if (weights == nullptr) {
-    packed = PackWeights<T, Acc>(static_cast<const T*>(call.w.data),
-                                 call.has_bias ? static_cast<const T*>(call.b.data) : nullptr,
-                                 geometry.out_channels, geometry.group, geometry.fan_in);
-    weights = &packed;
-  }
-  // W packed at creation without B: B is a graph input, converted per call (M values).
-  std::vector<Acc> call_bias;
-  if (call.has_bias && weights->bias.empty()) call_bias = ConvertBias<T, Acc>(static_cast<const T*>(call.b.data),
-                                                                                geometry.out_channels);
-  Job<T, Acc> job;
-  job.geometry = &geometry;
-  job.x = static_cast<const T*>(call.x.data);
-  job.y = static_cast<T*>(y);
-  job.panels = weights->panel_data.data();
-  job.weight_sums = weights->weight_sums.data();
-  job.bias = call_bias.empty() ? weights->bias_or_null() : call_bias.data();
-
-  void (*direct)(const Job<T, Acc>&, int64_t) = nullptr;
-  if constexpr (std::is_same_v<T, float>) direct = backend_.direct_f32;
-  if constexpr (std::is_same_v<T, Half>) direct = backend_.direct_f16;
-  if (direct != nullptr && DirectAccepts(geometry)) {
-    CheckBufferBytes(attributes_.limits, "the direct kernel's padded input (scratch)", DirectScratchFloats(geometry),
-                     sizeof(float));
-    RunTasks(context, job, direct, DirectTasks(geometry));
-    return;
-  }
-
-  Routine<T, Acc> routine = preferred;
-  if (routine.accepts != nullptr && !routine.accepts(geometry)) {
-    const Backend portable = PortableBackend();
-    if constexpr (std::is_same_v<T, float>) routine = portable.f32;
-    if constexpr (std::is_same_v<T, Half>) routine = portable.f16;
-    if constexpr (std::is_same_v<T, double>) routine = portable.f64;
-  }
-
-  job.plan = MakePlan(geometry, routine.strip_columns);
-  if (job.plan.tasks == 0) return;
-  AlignedBuffer<Acc> location_stats;
-  if (routine.prepare != nullptr) {
-    const int64_t size = CheckedMul(CheckedMul(geometry.batch, geometry.group, "the location statistics"),
-                                    CheckedMul(3, geometry.input_plane, "the location statistics"),
-                                    "the location statistics");
-    CheckBufferBytes(attributes_.limits, "the location statistics (scratch)", size, sizeof(Acc));
-    job.location_stats = location_stats.Reserve(static_cast<size_t>(size));
-    RunTasks(context, job, routine.prepare, routine.prepare_tasks(geometry));
-  }
-  RunTasks(context, job, routine.run, job.plan.tasks);
+  const ConvCall call = ReadCall(api_, context, attributes_, TypeOf<T>::kValue);
+  ForwardCall<T, Acc> forward;
+  forward.geometry = &call.geometry;
+  forward.x = static_cast<const T*>(call.x.data);
+  forward.w = static_cast<const T*>(call.w.data);
+  forward.b = call.has_bias ? static_cast<const T*>(call.b.data) : nullptr;
+  forward.packed = constant;
+  forward.y = static_cast<T*>(GetOutput(api_, context, 0, call.geometry.OutputShape()));
+  forward.limits = &attributes_.limits;
+  Forward(backend_, preferred, forward, [&](const Job<T, Acc>& job, void (*run)(const Job<T, Acc>&, int64_t),
+                                            int64_t tasks) { RunTasks(context, job, run, tasks); });
 }
 
 template <typename T, typename Acc>

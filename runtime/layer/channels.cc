@@ -31,7 +31,7 @@ struct Shape {
 
 int ReadShape(const NcnnOnnxChannelsCall& call, Shape* s) {
   if (call.batch < 0 || call.groups < 1 || call.group_channels < 1 || call.positions < 0) return kBadShape;
-  const char* what = "a pointwise layer's size";
+  const char* what = "the size of a layer's channel statistics";
   // Element count of x (and of every other tensor), so that no index below can wrap.
   CheckedMul(CheckedMul(CheckedMul(call.batch, call.groups, what), call.group_channels, what), call.positions, what);
   s->batch = call.batch;

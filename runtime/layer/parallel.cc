@@ -2,13 +2,22 @@
 
 #include <dlfcn.h>
 
+#include <string>
+
+namespace {
+thread_local std::string last_error;
+}  // namespace
+
 extern "C" {
-// One text per status code of the layer's native entry points (depthwise.h, channels.h).
+// The text of a status code of the layer's native entry points (depthwise.h, channels.h, conv.h): for
+// kBadShape, what the check that failed said, when it said something.
 __attribute__((visibility("default"))) const char* ncnn_onnx_layer_error(int code) {
   using namespace ncnn_onnx::layer;
   switch (code) {
     case kOk: return "ok";
-    case kBadShape: return "invalid sizes (a dim < 1, a rank not 1..3, or a size that overflows 64-bit arithmetic)";
+    case kBadShape:
+      if (!last_error.empty()) return last_error.c_str();
+      return "invalid sizes (a dim < 1, a rank not 1..3, or a size that overflows 64-bit arithmetic)";
     case kNullTensor: return "a required tensor pointer is null";
     case kOutOfMemory: return "out of memory";
     default: return "internal error";
@@ -17,6 +26,8 @@ __attribute__((visibility("default"))) const char* ncnn_onnx_layer_error(int cod
 }  // extern "C"
 
 namespace ncnn_onnx::layer {
+
+void RememberError(const char* message) { last_error = message; }
 
 const Gomp& LoadedGomp() {
   static const Gomp gomp = [] {

@@ -85,12 +85,17 @@ int Parallel(int64_t items, int32_t threads, Fn fn) {
   return status;
 }
 
+// What the last kBadShape of this thread said (ncnn_onnx_layer_error returns it).
+void RememberError(const char* message);
+
 // Runs fn(), turning the exceptions a size check or an allocation throws into status codes.
 template <typename Fn>
 int Guarded(Fn fn) {
   try {
+    RememberError("");
     return fn();
-  } catch (const InvalidArgument&) {
+  } catch (const InvalidArgument& e) {
+    RememberError(e.what());
     return kBadShape;
   } catch (const std::bad_alloc&) {
     return kOutOfMemory;

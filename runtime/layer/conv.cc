@@ -1,0 +1,80 @@
+#include "conv.h"
+
+#include <new>
+#include <stdexcept>
+#include <vector>
+
+#include "common/attributes.h"
+#include "common/geometry.h"
+#include "common/limits.h"
+#include "cpu/backends.h"
+#include "cpu/forward.h"
+#include "parallel.h"
+
+namespace ncnn_onnx::layer {
+namespace {
+
+ConvAttributes AttributesOf(const NcnnOnnxConvCall& call) {
+  const int64_t rank = call.rank;
+  ConvAttributes a;
+  a.kernel_shape.assign(call.w_shape + 2, call.w_shape + 2 + rank);
+  a.strides.assign(call.strides, call.strides + rank);
+  a.dilations.assign(call.dilations, call.dilations + rank);
+  a.pads.assign(call.pads, call.pads + 2 * rank);
+  a.group = call.group;
+  a.epsilon = call.epsilon;
+  a.center = call.center != 0;
+  a.scale = call.scale != 0;
+  a.limits = ReadResourceLimits();
+  ValidateConvAttributes(a);
+  return a;
+}
+
+// A task's failure in a worker, carried out of Forward (which frees its buffers on the way).
+struct TaskFailed : std::runtime_error {
+  int status;
+  explicit TaskFailed(int s) : std::runtime_error("a task failed"), status(s) {}
+};
+
+}  // namespace
+}  // namespace ncnn_onnx::layer
+
+extern "C" {
+
+__attribute__((visibility("default"))) int ncnn_onnx_conv_forward(const NcnnOnnxConvCall* call) {
+  using namespace ncnn_onnx;
+  using namespace ncnn_onnx::layer;
+  if (call == nullptr || call->x == nullptr || call->w == nullptr || call->y == nullptr) return kNullTensor;
+  if (call->rank < 1 || call->rank > 3) return kBadShape;
+  return Guarded([&] {
+    const ConvAttributes attributes = AttributesOf(*call);
+    const std::vector<int64_t> x(call->x_shape, call->x_shape + 2 + call->rank);
+    const std::vector<int64_t> w(call->w_shape, call->w_shape + 2 + call->rank);
+    const std::vector<int64_t> b = {call->w_shape[0]};
+    const ConvGeometry geometry = ResolveGeometry(attributes, x, w, call->b != nullptr ? &b : nullptr);
+    // Picked once, as a session picks it: NCNN_ONNX_CPU_ISA caps it.
+    static const cpu::Backend backend = cpu::SelectBackend();
+    cpu::ForwardCall<float, float> forward;
+    forward.geometry = &geometry;
+    forward.x = call->x;
+    forward.w = call->w;
+    forward.b = call->b;
+    forward.y = call->y;
+    forward.limits = &attributes.limits;
+    try {
+      cpu::Forward(backend, backend.f32, forward,
+                   [&](const cpu::Job<float, float>& job, void (*run)(const cpu::Job<float, float>&, int64_t),
+                       int64_t tasks) {
+                     const int status = Parallel(tasks, call->threads, [&](int64_t t0, int64_t t1) {
+                       for (int64_t t = t0; t < t1; ++t) run(job, t);
+                     });
+                     if (status != kOk) throw TaskFailed(status);
+                   });
+    } catch (const TaskFailed& failed) {
+      return failed.status;
+    }
+    return static_cast<int>(kOk);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,35 @@
+// NormalizedConv inference for the PyTorch layer (ncnn_onnx/_native_conv.py calls it through ctypes):
+// the onnxruntime CPU kernel's own forward (runtime/cpu/forward.h), on float32 CPU tensors, run on the
+// layer's workers (parallel.h) instead of onnxruntime's pool. Eager inference then costs what a deployed
+// node costs, where the layer's PyTorch decomposition took about 2.4x a convolution, and gives the same
+// bits as the deployed model on the same machine and backend.
+#pragma once
+
+#include <cstdint>
+
+extern "C" {
+
+// Shapes as torch has them (x: N, C, spatial...; w: M, C/group, kernel...), `rank` spatial dims (1..3);
+// pads as ONNX writes them (begin..., end...). Tensors are dense float32; b may be null.
+struct NcnnOnnxConvCall {
+  int64_t rank;
+  int64_t x_shape[5];
+  int64_t w_shape[5];
+  int64_t strides[3];
+  int64_t dilations[3];
+  int64_t pads[6];
+  int64_t group;
+  float epsilon;
+  int32_t center;
+  int32_t scale;
+  int32_t threads;
+  const float* x;
+  const float* w;
+  const float* b;
+  float* y;  // (N, M, output spatial...), sized by the caller
+};
+
+// 0 on success; otherwise a code whose meaning ncnn_onnx_layer_error (parallel.cc) names.
+int ncnn_onnx_conv_forward(const NcnnOnnxConvCall* call);
+
+}  // extern "C"
