@@ -98,7 +98,10 @@ def pointer(t: Optional[Tensor]) -> Optional[int]:
 
 def run(name: str, call: ctypes.Structure) -> None:
     """Calls entry point `name`; a nonzero status becomes a RuntimeError with the library's text for it."""
-    lib = library()
-    status = getattr(lib, name)(ctypes.byref(call))
+    check(name, getattr(library(), name)(ctypes.byref(call)))
+
+
+def check(name: str, status: int) -> None:
+    """A nonzero status of entry point `name` as a RuntimeError with the library's text for it."""
     if status != 0:
-        raise RuntimeError(f"{name}: {lib.ncnn_onnx_layer_error(status).decode()}")
+        raise RuntimeError(f"{name}: {library().ncnn_onnx_layer_error(status).decode()}")

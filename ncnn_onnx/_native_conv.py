@@ -4,11 +4,17 @@ costs what a deployed node costs and gives the deployed model's bits. Training k
 paths, whose backward needs the forward's intermediate results.
 
 Used for float32 CPU tensors in the contiguous layout (see `_native` for the switches).
+
+A layer's weight (an nn.Parameter) is packed for the kernel once and reused while it is unchanged (same
+storage, same version counter), as an onnxruntime session packs its initializers once: packing a large W
+costs more than running a small map. The packed copy is freed with the parameter.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
+import weakref
 from typing import Optional
 
 import torch
@@ -29,11 +35,85 @@ class _Call(ctypes.Structure):
         ("rank", ctypes.c_int64), ("x_shape", _I64x5), ("w_shape", _I64x5), ("strides", _I64x3),
         ("dilations", _I64x3), ("pads", _I64x6), ("group", ctypes.c_int64), ("epsilon", ctypes.c_float),
         ("center", ctypes.c_int32), ("scale", ctypes.c_int32), ("threads", ctypes.c_int32),
-        ("x", POINTER), ("w", POINTER), ("b", POINTER), ("y", POINTER),
+        ("x", POINTER), ("w", POINTER), ("b", POINTER), ("y", POINTER), ("packed", POINTER),
     ]
 
 
 _native.declare(_Call, "ncnn_onnx_conv_forward")
+
+class _Packed:
+    """One packed weight (ncnn_onnx_conv_pack). Freed once it is stale (its parameter changed or died)
+    and no call is using it: another thread may be running a call with it when it goes stale."""
+
+    def __init__(self, handle: int, source: tuple):
+        self.handle = handle
+        self.source = source
+        self.users = 0
+        self.stale = False
+
+    def retire(self) -> None:
+        self.stale = True
+        self._free_if_unused()
+
+    def done(self) -> None:
+        self.users -= 1
+        self._free_if_unused()
+
+    def _free_if_unused(self) -> None:
+        if self.stale and self.users == 0 and self.handle:
+            lib = _native.library()
+            lib.ncnn_onnx_conv_release.argtypes = [ctypes.c_void_p]
+            lib.ncnn_onnx_conv_release.restype = None
+            lib.ncnn_onnx_conv_release(self.handle)
+            self.handle = 0
+
+
+_lock = threading.Lock()
+# id(parameter) -> (a weak reference to it, its _Packed)
+_packed: dict[int, tuple] = {}
+
+
+def _pack(call: _Call) -> int:
+    fn = _native.library().ncnn_onnx_conv_pack
+    fn.argtypes = [ctypes.POINTER(_Call), ctypes.POINTER(ctypes.c_void_p)]
+    fn.restype = ctypes.c_int
+    handle = ctypes.c_void_p()
+    _native.check("ncnn_onnx_conv_pack", fn(ctypes.byref(call), ctypes.byref(handle)))
+    return handle.value
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    with _lock:
+        entry = _packed.get(key)
+        if entry is not None and entry[0] is ref:
+            del _packed[key]
+            entry[1].retire()
+
+
+def _acquire(weight: Tensor, call: _Call) -> Optional[_Packed]:
+    """The packed form of a parameter, packed now if it changed since, marked in use (release it with
+    done()); None for other tensors."""
+    if not isinstance(weight, torch.nn.Parameter) or not weight.is_contiguous():
+        return None
+    try:
+        source = (weight._version, weight.data_ptr(), tuple(weight.shape), call.group)
+    except RuntimeError:  # an inference tensor has no version counter
+        return None
+    key = id(weight)
+    with _lock:
+        entry = _packed.get(key)
+        if entry is None or entry[0]() is not weight:
+            ref = weakref.ref(weight)
+            weakref.finalize(weight, _forget, key, ref)
+            entry = (ref, None)
+        packed = entry[1]
+        if packed is None or packed.source != source:
+            if packed is not None:
+                packed.retire()
+            packed = _Packed(_pack(call), source)
+            _packed[key] = (entry[0], packed)
+        packed.users += 1
+        return packed
 
 
 def applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
@@ -45,6 +125,7 @@ def applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
 
 def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, center: bool, scale: bool) -> Tensor:
     """Y (contiguous float32) of NC with the geometry's stride, pads, dilation and groups."""
+    parameter = weight
     x = x.detach()
     weight = weight.detach().contiguous()
     bias = None if bias is None else bias.detach().contiguous()
@@ -58,5 +139,12 @@ def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, 
     call.dilations[:k] = list(geo.dilation)
     call.pads[:2 * k] = list(geo.pads)
     call.x, call.w, call.b, call.y = pointer(x), pointer(weight), pointer(bias), pointer(y)
-    _native.run("ncnn_onnx_conv_forward", call)
+    packed = _acquire(parameter, call)
+    try:
+        call.packed = None if packed is None else packed.handle
+        _native.run("ncnn_onnx_conv_forward", call)
+    finally:
+        if packed is not None:
+            with _lock:
+                packed.done()
     return y

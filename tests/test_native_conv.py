@@ -136,3 +136,28 @@ def test_a_geometry_the_kernel_refuses_is_a_clear_error():
     w = torch.randn(4, 3, 3, 3)  # 3 input channels per group for 4 channels and groups=1
     with pytest.raises(RuntimeError, match="ncnn_onnx_conv_forward: .*channel"):
         _native_conv.forward(x, w, None, ConvGeometry((1, 1), (1, 1, 1, 1), (1, 1), 1), 1e-5, True, True)
+
+
+def test_a_parameter_is_packed_once_and_again_when_it_changes():
+    import gc
+
+    from ncnn_onnx import _native_conv
+
+    layer = NormalizedConv2d(16, 8, 3, padding=1).eval()
+    x = torch.rand(2, 16, 9, 9) * 255
+    with torch.no_grad():
+        first = layer(x)
+        packed = _native_conv._packed[id(layer.weight)][1]
+        assert torch.equal(layer(x), first) and _native_conv._packed[id(layer.weight)][1] is packed
+        layer.weight.mul_(-1.5)  # an optimizer step, in place: the version counter moves
+        changed = layer(x)
+        assert _native_conv._packed[id(layer.weight)][1] is not packed and packed.handle == 0  # freed
+        fresh = NormalizedConv2d(16, 8, 3, padding=1).eval()
+        fresh.load_state_dict(layer.state_dict())
+        assert torch.equal(changed, fresh(x))
+        layer.weight.data = torch.randn(8, 16, 3, 3)  # new storage
+        assert torch.equal(layer(x), ncf.normalized_conv2d(x, layer.weight.data.clone(), layer.bias, padding=1))
+    key = id(layer.weight)
+    del layer, fresh
+    gc.collect()
+    assert key not in _native_conv._packed

@@ -5,10 +5,13 @@
 #include <vector>
 
 #include "common/attributes.h"
+#include "common/checked_math.h"
+#include "common/errors.h"
 #include "common/geometry.h"
 #include "common/limits.h"
 #include "cpu/backends.h"
 #include "cpu/forward.h"
+#include "cpu/weights.h"
 #include "parallel.h"
 
 namespace ncnn_onnx::layer {
@@ -61,6 +64,13 @@ __attribute__((visibility("default"))) int ncnn_onnx_conv_forward(const NcnnOnnx
     forward.b = call->b;
     forward.y = call->y;
     forward.limits = &attributes.limits;
+    const auto* packed = static_cast<const cpu::PackedWeights<float>*>(call->packed);
+    if (packed != nullptr) {
+      if (packed->out_channels != geometry.out_channels || packed->group != geometry.group ||
+          packed->fan_in != geometry.fan_in || !packed->bias.empty())
+        throw InvalidArgument("the packed weights do not fit this call's W");
+      forward.packed = packed;
+    }
     try {
       cpu::Forward(backend, backend.f32, forward,
                    [&](const cpu::Job<float, float>& job, void (*run)(const cpu::Job<float, float>&, int64_t),
@@ -75,6 +85,27 @@ __attribute__((visibility("default"))) int ncnn_onnx_conv_forward(const NcnnOnnx
     }
     return static_cast<int>(kOk);
   });
+}
+
+__attribute__((visibility("default"))) int ncnn_onnx_conv_pack(const NcnnOnnxConvCall* call, void** packed) {
+  using namespace ncnn_onnx;
+  using namespace ncnn_onnx::layer;
+  if (call == nullptr || call->w == nullptr || packed == nullptr) return kNullTensor;
+  if (call->rank < 1 || call->rank > 3) return kBadShape;
+  return Guarded([&] {
+    ConvAttributes attributes = AttributesOf(*call);
+    const std::vector<int64_t> w(call->w_shape, call->w_shape + 2 + call->rank);
+    CheckWeightShapes(attributes, w, nullptr);
+    int64_t fan_in = 1;
+    for (size_t d = 1; d < w.size(); ++d) fan_in = CheckedMul(fan_in, w[d], "the packed weights");
+    // Without B: the call passes its own (M values, converted per call).
+    *packed = new cpu::PackedWeights<float>(cpu::PackWeights<float, float>(call->w, nullptr, w[0], call->group, fan_in));
+    return static_cast<int>(kOk);
+  });
+}
+
+__attribute__((visibility("default"))) void ncnn_onnx_conv_release(void* packed) {
+  delete static_cast<ncnn_onnx::cpu::PackedWeights<float>*>(packed);
 }
 
 }  // extern "C"

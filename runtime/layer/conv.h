@@ -26,10 +26,18 @@ struct NcnnOnnxConvCall {
   const float* x;
   const float* w;
   const float* b;
-  float* y;  // (N, M, output spatial...), sized by the caller
+  float* y;            // (N, M, output spatial...), sized by the caller
+  const void* packed;  // W as ncnn_onnx_conv_pack packed it, or null: packed for this call
 };
 
 // 0 on success; otherwise a code whose meaning ncnn_onnx_layer_error (parallel.cc) names.
 int ncnn_onnx_conv_forward(const NcnnOnnxConvCall* call);
+
+// W (call->w, of shape call->w_shape, with call->group) packed for the kernel's micro-kernels, into
+// *packed; free it with ncnn_onnx_conv_release. Packing a large W costs more than running a small map
+// (512 channels at 7x7: 2.8 ms of 4.5), so the layer packs a weight once and reuses it while the weight
+// is unchanged, as an onnxruntime session does with its initializers.
+int ncnn_onnx_conv_pack(const NcnnOnnxConvCall* call, void** packed);
+void ncnn_onnx_conv_release(void* packed);
 
 }  // extern "C"
