@@ -151,7 +151,8 @@ def is_native(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeomet
 def recomputes_statistics(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry, center: bool, scale: bool) -> bool:
     """True where `backward` needs nothing from the forward but x and W: a plain convolution, the native
     depthwise kernels and pointwise layers (whose statistics cost one pass over the input)."""
-    return is_plain(center, scale) or is_native(x, weight, bias, geo, center, scale) or _pointwise.applies(weight, geo)
+    return (is_plain(center, scale) or x.shape[0] == 0 or is_native(x, weight, bias, geo, center, scale)
+            or _pointwise.applies(weight, geo))
 
 
 def convolution(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
@@ -262,7 +263,8 @@ def forward(
     With center=0 and scale=0 it is the plain convolution, and the other two are None (`backward`
     needs neither then).
     """
-    if is_plain(center, scale):
+    if is_plain(center, scale) or x.shape[0] == 0:
+        # An empty batch has no patch to standardize: the convolution gives its (empty) output.
         return convolution(x, weight, bias, geo), None, None
     if not for_backward and _native_conv.applies(x, weight, bias):
         return _native_conv.forward(x, weight, bias, geo, eps, center, scale), None, None
@@ -355,7 +357,7 @@ def backward(
     decomposition as the forward pass, so no cancellation appears here either.
     """
     need_x, need_w, need_b = needs
-    if is_plain(center, scale):
+    if is_plain(center, scale) or x.shape[0] == 0:
         return _convolution_backward(grad_y, x, weight, has_bias, geo, needs)
     if is_native(x, weight, None, geo, center, scale):
         gx, gw = _native_depthwise.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)

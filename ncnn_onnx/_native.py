@@ -84,6 +84,11 @@ def plain(t: Optional[Tensor]) -> bool:
     )
 
 
+def plain_input(x: Tensor) -> bool:
+    """`plain`, and not empty: an empty tensor has no data pointer (the PyTorch path handles it)."""
+    return x.numel() > 0 and plain(x)
+
+
 def enabled() -> bool:
     """The native kernels may run (not switched off, library built)."""
     return (

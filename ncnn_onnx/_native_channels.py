@@ -38,7 +38,7 @@ _native.declare(_Call, "ncnn_onnx_standardize_forward", "ncnn_onnx_standardize_b
 def applies(x: Tensor) -> bool:
     """float32 CPU input in the contiguous layout (channels_last inputs reduce along their innermost dim
     in PyTorch, which is fast already)."""
-    return _native.plain(x) and x.is_contiguous() and _native.enabled()
+    return _native.plain_input(x) and x.is_contiguous() and _native.enabled()
 
 
 def _call(x: Tensor, groups: int, eps: float = 0.0, center: bool = True, scale: bool = True) -> _Call:

@@ -118,7 +118,7 @@ def _acquire(weight: Tensor, call: _Call) -> Optional[_Packed]:
 
 def applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
     return (
-        3 <= x.dim() <= 5 and _native.plain(x) and _native.plain(weight) and _native.plain(bias)
+        3 <= x.dim() <= 5 and _native.plain_input(x) and _native.plain(weight) and _native.plain(bias)
         and x.is_contiguous() and _native.enabled()
     )
 
@@ -131,6 +131,8 @@ def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, 
     bias = None if bias is None else bias.detach().contiguous()
     k = geo.ndim
     y = x.new_empty(x.shape[0], weight.shape[0], *geo.output_size(x.shape[2:], weight.shape[2:]))
+    if y.numel() == 0:  # an empty batch: nothing to compute (and empty tensors have no data pointer)
+        return y
     call = _Call(rank=k, group=geo.groups, epsilon=eps, center=int(center), scale=int(scale),
                  threads=torch.get_num_threads())
     call.x_shape[:k + 2] = list(x.shape)

@@ -44,7 +44,7 @@ def applies(x: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int, cent
     """Whether the native kernels take this call (see the module doc)."""
     return (
         groups == x.shape[1] and weight.shape[1] == 1 and (center or scale)
-        and 3 <= x.dim() <= 5 and _native.plain(x) and _native.plain(weight) and _native.plain(bias)
+        and 3 <= x.dim() <= 5 and _native.plain_input(x) and _native.plain(weight) and _native.plain(bias)
         and _native.enabled()
     )
 

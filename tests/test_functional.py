@@ -280,3 +280,18 @@ def test_generic_entry_point_takes_rank_from_weight():
     w = torch.randn(3, 2, 3)
     assert torch.equal(ncf.normalized_conv(x, w, padding=1), ncf.normalized_conv1d(x, w, padding=1))
     np.testing.assert_equal(ncf.normalized_conv(x, w).shape, (1, 3, 7))
+
+
+@pytest.mark.parametrize("kernel,groups", [(3, 1), (3, 4), (1, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_empty_batch_trains_and_infers(kernel, groups, dtype):
+    """N = 0 on every path (dense, the native depthwise and pointwise ones): an empty output, an empty
+    input gradient and a zero weight gradient, as nn.Conv2d gives."""
+    x = torch.rand(0, 4, 5, 5, dtype=dtype, requires_grad=True)
+    w = torch.randn(8, 4 // groups, kernel, kernel, dtype=dtype, requires_grad=True)
+    y = ncf.normalized_conv2d(x, w, padding=kernel // 2, groups=groups)
+    assert y.shape == (0, 8, 5, 5)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+    with torch.no_grad():
+        assert ncf.normalized_conv2d(x, w, padding=kernel // 2, groups=groups).shape == (0, 8, 5, 5)

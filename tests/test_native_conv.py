@@ -161,3 +161,18 @@ def test_a_parameter_is_packed_once_and_again_when_it_changes():
     del layer, fresh
     gc.collect()
     assert key not in _native_conv._packed
+
+
+def test_pads_beyond_the_kernel_work_as_in_torch():
+    """The pad limit guards sessions against untrusted model files, not the layer's caller."""
+    x = torch.rand(1, 4, 4, 4) * 255
+    w = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        y = ncf.normalized_conv2d(x, w, padding=10)
+    assert_parity(y, nc_reference(x.double(), w.double(), pads=10), torch.float32)
+
+
+def test_an_empty_batch_gives_an_empty_output():
+    with torch.no_grad():
+        y = ncf.normalized_conv2d(torch.rand(0, 4, 5, 5), torch.randn(6, 4, 3, 3), padding=1)
+    assert y.shape == (0, 6, 5, 5)

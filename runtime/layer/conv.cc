@@ -1,5 +1,6 @@
 #include "conv.h"
 
+#include <limits>
 #include <new>
 #include <stdexcept>
 #include <vector>
@@ -28,7 +29,11 @@ ConvAttributes AttributesOf(const NcnnOnnxConvCall& call) {
   a.epsilon = call.epsilon;
   a.center = call.center != 0;
   a.scale = call.scale != 0;
-  a.limits = ReadResourceLimits();
+  // The limits guard a session against an untrusted model file; a layer's caller owns its tensors and
+  // may pad as far as torch lets it, so neither the pad nor the buffer limit applies (an allocation that
+  // fails is reported as out of memory).
+  a.limits.max_pad = std::numeric_limits<int64_t>::max();
+  a.limits.max_buffer_bytes = std::numeric_limits<int64_t>::max();
   ValidateConvAttributes(a);
   return a;
 }
