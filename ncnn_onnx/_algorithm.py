@@ -267,7 +267,7 @@ def forward(
         # An empty batch has no patch to standardize: the convolution gives its (empty) output.
         return convolution(x, weight, bias, geo), None, None
     if not for_backward and _native_conv.applies(x, weight, bias):
-        return _native_conv.forward(x, weight, bias, geo, eps, center, scale), None, None
+        return in_memory_format_of(_native_conv.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     if is_native(x, weight, bias, geo, center, scale):
         return in_memory_format_of(_native_depthwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     if _pointwise.applies(weight, geo):

@@ -3,7 +3,7 @@ through ctypes: eager inference (no gradient, and the opaque op under torch.comp
 costs what a deployed node costs and gives the deployed model's bits. Training keeps `_algorithm`'s
 paths, whose backward needs the forward's intermediate results.
 
-Used for float32 CPU tensors in the contiguous layout (see `_native` for the switches).
+Used for float32 CPU tensors (see `_native` for the switches).
 
 A layer's weight (an nn.Parameter) is packed for the kernel once and reused while it is unchanged (same
 storage, same version counter), as an onnxruntime session packs its initializers once: packing a large W
@@ -119,14 +119,16 @@ def _acquire(weight: Tensor, call: _Call) -> Optional[_Packed]:
 def applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
     return (
         3 <= x.dim() <= 5 and _native.plain_input(x) and _native.plain(weight) and _native.plain(bias)
-        and x.is_contiguous() and _native.enabled()
+        and _native.enabled()
     )
 
 
 def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, center: bool, scale: bool) -> Tensor:
-    """Y (contiguous float32) of NC with the geometry's stride, pads, dilation and groups."""
+    """Y (contiguous float32) of NC with the geometry's stride, pads, dilation and groups. The kernel reads
+    the contiguous layout: a channels_last input is copied to it first (one pass, far less than the
+    layer's own path costs)."""
     parameter = weight
-    x = x.detach()
+    x = x.detach().contiguous()
     weight = weight.detach().contiguous()
     bias = None if bias is None else bias.detach().contiguous()
     k = geo.ndim

@@ -119,7 +119,6 @@ def test_only_inference_of_plain_float32_tensors_takes_it():
     w = torch.randn(4, 4, 3, 3)
     assert _native_conv.applies(x, w, None)
     assert not _native_conv.applies(x.double(), w.double(), None)
-    assert not _native_conv.applies(x.contiguous(memory_format=torch.channels_last), w, None)
     with _native.disabled():
         assert not _native_conv.applies(x, w, None)
     # Training keeps the layer's own paths, whose backward needs their intermediate results: the
@@ -176,3 +175,15 @@ def test_an_empty_batch_gives_an_empty_output():
     with torch.no_grad():
         y = ncf.normalized_conv2d(torch.rand(0, 4, 5, 5), torch.randn(6, 4, 3, 3), padding=1)
     assert y.shape == (0, 6, 5, 5)
+
+
+def test_channels_last_inference_stays_channels_last():
+    x = torch.rand(2, 8, 9, 7) * 255
+    w = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(9))
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert _native_conv.applies(last, w, None)
+    with torch.no_grad():
+        y_last = ncf.normalized_conv2d(last, w, padding=1, groups=2)
+        y = ncf.normalized_conv2d(x, w, padding=1, groups=2)
+    assert y_last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y_last, y)  # the same kernel on the same values
