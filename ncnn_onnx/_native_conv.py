@@ -41,6 +41,16 @@ class _Call(ctypes.Structure):
 
 _native.declare(_Call, "ncnn_onnx_conv_forward")
 
+
+def _entry(name: str, argtypes: list, restype):
+    """Entry point `name` of the library, typed (the packing entry points take other arguments than the
+    one-structure calls `_native.declare` types)."""
+    fn = getattr(_native.library(), name)
+    fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
+
+
 class _Packed:
     """One packed weight (ncnn_onnx_conv_pack). Freed once it is stale (its parameter changed or died)
     and no call is using it: another thread may be running a call with it when it goes stale."""
@@ -61,10 +71,7 @@ class _Packed:
 
     def _free_if_unused(self) -> None:
         if self.stale and self.users == 0 and self.handle:
-            lib = _native.library()
-            lib.ncnn_onnx_conv_release.argtypes = [ctypes.c_void_p]
-            lib.ncnn_onnx_conv_release.restype = None
-            lib.ncnn_onnx_conv_release(self.handle)
+            _entry("ncnn_onnx_conv_release", [ctypes.c_void_p], None)(self.handle)
             self.handle = 0
 
 
@@ -74,9 +81,7 @@ _packed: dict[int, tuple] = {}
 
 
 def _pack(call: _Call) -> int:
-    fn = _native.library().ncnn_onnx_conv_pack
-    fn.argtypes = [ctypes.POINTER(_Call), ctypes.POINTER(ctypes.c_void_p)]
-    fn.restype = ctypes.c_int
+    fn = _entry("ncnn_onnx_conv_pack", [ctypes.POINTER(_Call), ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int)
     handle = ctypes.c_void_p()
     _native.check("ncnn_onnx_conv_pack", fn(ctypes.byref(call), ctypes.byref(handle)))
     return handle.value
