@@ -41,6 +41,7 @@ from torch import Tensor
 
 from . import _native_channels, _native_conv, _native_depthwise, _pointwise
 from ._arguments import output_size
+from ._tensors import in_memory_format_of, statistics_dtype
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,6 @@ class ConvGeometry:
 
     def output_size(self, spatial: Sequence[int], kernel: Sequence[int]) -> list[int]:
         return output_size(spatial, kernel, self.stride, self.pads, self.dilation)
-
-
-def statistics_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Patch statistics are never computed in less than float32 (docs/architecture.md, "Numerics")."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _window_view(t: Tensor, kernel: Sequence[int], geo: ConvGeometry) -> Tensor:
@@ -326,14 +322,6 @@ def _into(out: Tensor, fn, *args) -> None:
         fn(*args, out=out)
 
 
-def in_memory_format_of(y: Tensor, x: Tensor) -> Tensor:
-    """y in x's memory format, as convolutions return it (channels_last in, channels_last out)."""
-    for fmt, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
-        if x.dim() == rank and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
-            return y.contiguous(memory_format=fmt)
-    return y
-
-
 def backward(
     grad_y: Tensor,
     x: Tensor,
@@ -359,12 +347,13 @@ def backward(
     need_x, need_w, need_b = needs
     if is_plain(center, scale) or x.shape[0] == 0:
         return _convolution_backward(grad_y, x, weight, has_bias, geo, needs)
+    own = None  # a path that gives x's and W's gradients itself (the bias' is the same for all)
     if is_native(x, weight, None, geo, center, scale):
-        gx, gw = _native_depthwise.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)
-        return (None if gx is None else in_memory_format_of(gx, x),
-                None if gw is None else in_memory_format_of(gw, weight), _bias_gradient(grad_y, x, weight, has_bias, need_b))
-    if _pointwise.applies(weight, geo):
-        gx, gw = _pointwise.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)
+        own = _native_depthwise
+    elif _pointwise.applies(weight, geo):
+        own = _pointwise
+    if own is not None:
+        gx, gw = own.backward(grad_y, x, weight, geo, eps, center, scale, need_x, need_w)
         return (None if gx is None else in_memory_format_of(gx, x),
                 None if gw is None else in_memory_format_of(gw, weight), _bias_gradient(grad_y, x, weight, has_bias, need_b))
     n, c = x.shape[:2]

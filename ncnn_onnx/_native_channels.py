@@ -11,6 +11,7 @@ input-sized temporary.
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Optional
 
 import torch
@@ -43,7 +44,7 @@ def applies(x: Tensor) -> bool:
 
 def _call(x: Tensor, groups: int, eps: float = 0.0, center: bool = True, scale: bool = True) -> _Call:
     call = _Call(
-        batch=x.shape[0], groups=groups, group_channels=x.shape[1] // groups, positions=x[0, 0].numel(),
+        batch=x.shape[0], groups=groups, group_channels=x.shape[1] // groups, positions=math.prod(x.shape[2:]),
         epsilon=eps, center=int(center), scale=int(scale), threads=torch.get_num_threads(),
     )
     call.x = pointer(x)

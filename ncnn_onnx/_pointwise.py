@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _native_channels
+from ._tensors import memory_format_of, statistics_dtype
 
 
 def applies(weight: Tensor, geo) -> bool:
@@ -54,14 +55,7 @@ def _unsample(grad: Tensor, x: Tensor, geo) -> Tensor:
     full = grad.new_zeros(x.shape[0], x.shape[1], *padded)
     full[(slice(None), slice(None), *(slice(None, None, s) for s in geo.stride))] = grad
     crop = [slice(geo.pads[d], geo.pads[d] + x.shape[2 + d]) for d in range(k)]
-    return full[(slice(None), slice(None), *crop)].contiguous(memory_format=_format_of(x))
-
-
-def _format_of(x: Tensor) -> torch.memory_format:
-    for fmt, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
-        if x.dim() == rank and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
-            return fmt
-    return torch.contiguous_format
+    return full[(slice(None), slice(None), *crop)].contiguous(memory_format=memory_format_of(x))
 
 
 def _standardize(xs: Tensor, groups: int, eps: float, center: bool, scale: bool, keep_dev: bool = False):
@@ -73,7 +67,7 @@ def _standardize(xs: Tensor, groups: int, eps: float, center: bool, scale: bool,
     wants, however the mean of equal values would round). The variance is the two-pass one, of the
     deviations from the mean of the shifted values.
     """
-    sdt = torch.float64 if xs.dtype == torch.float64 else torch.float32
+    sdt = statistics_dtype(xs.dtype)
     xg = xs.unflatten(1, (groups, xs.shape[1] // groups)).to(sdt)  # a view in either memory format
     dev = xg - xg[:, :, :1]
     dev -= dev.mean(2, keepdim=True)
@@ -101,7 +95,7 @@ def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, 
 
 def _as_input(xhat: Tensor, x: Tensor) -> Tensor:
     """(N, G, cg, *s) statistics-dtype xhat as a convolution input in x's dtype and memory format."""
-    return xhat.flatten(1, 2).to(x.dtype).contiguous(memory_format=_format_of(x))
+    return xhat.flatten(1, 2).to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
 
 def _conv(xhat: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int) -> Tensor:
