@@ -81,20 +81,21 @@ void Statistics(const Shape& s, const float* x, int64_t count, TileStatistics* s
   for (int64_t t = 0; t < count; ++t) rstd[t] = 1.0f / std::sqrt(rstd[t] * inv + s.epsilon);
 }
 
-// Calls fn(offset, count) for each tile of items [i0, i1): offset of the tile's first element of its
-// group's first channel, count its positions.
+// Calls fn(offset, map_offset, count) for each tile of items [i0, i1): where the tile's first element
+// is in its group's first channel of x, where it is in the (image, group, position) maps, and its
+// number of positions.
 template <typename Fn>
 void ForEachTile(const Shape& s, int64_t i0, int64_t i1, Fn fn) {
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t plane_set = i / s.tiles;  // image * groups + group
     const int64_t p0 = (i % s.tiles) * s.tile;
-    fn(plane_set * s.channels * s.positions + p0, std::min(s.tile, s.positions - p0));
+    fn(plane_set * s.channels * s.positions + p0, plane_set * s.positions + p0, std::min(s.tile, s.positions - p0));
   }
 }
 
 NCNN_ONNX_CLONES void Forward(const Shape& s, const NcnnOnnxChannelsCall& call, int64_t i0, int64_t i1) {
   TileStatistics st;
-  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t count) {
+  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t, int64_t count) {
     Statistics(s, call.x + offset, count, &st);
     for (int64_t c = 0; c < s.channels; ++c) {
       const float* row = call.x + offset + c * s.positions;
@@ -112,7 +113,7 @@ NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxChannelsCall& call,
   TileStatistics st;
   float mean_g[kMaxTile], coeff[kMaxTile];
   const float inv = 1.0f / static_cast<float>(s.channels);
-  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t count) {
+  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t, int64_t count) {
     Statistics(s, call.x + offset, count, &st);
     std::fill(mean_g, mean_g + count, 0.0f);
     std::fill(coeff, coeff + count, 0.0f);
@@ -146,7 +147,7 @@ NCNN_ONNX_CLONES void Backward(const Shape& s, const NcnnOnnxChannelsCall& call,
 NCNN_ONNX_CLONES void Centre(const Shape& s, const NcnnOnnxChannelsCall& call, int64_t i0, int64_t i1) {
   double sum[kMaxTile];
   float m[kMaxTile], res[kMaxTile], sq[kMaxTile];
-  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t count) {
+  ForEachTile(s, i0, i1, [&](int64_t offset, int64_t map_offset, int64_t count) {
     std::fill(sum, sum + count, 0.0);
     for (int64_t c = 0; c < s.channels; ++c) {
       const float* row = call.x + offset + c * s.positions;
@@ -166,8 +167,6 @@ NCNN_ONNX_CLONES void Centre(const Shape& s, const NcnnOnnxChannelsCall& call, i
         if (out != nullptr) out[t] = d;
       }
     }
-    // The maps are (image, group, position): the tile's offset without the channel factor.
-    const int64_t map_offset = offset / (s.channels * s.positions) * s.positions + offset % s.positions;
     std::copy(m, m + count, call.mean + map_offset);
     if (call.residual != nullptr) std::copy(res, res + count, call.residual + map_offset);
     if (call.squares != nullptr) std::copy(sq, sq + count, call.squares + map_offset);

@@ -1,7 +1,6 @@
 #include "conv.h"
 
 #include <limits>
-#include <new>
 #include <stdexcept>
 #include <vector>
 
@@ -9,7 +8,6 @@
 #include "common/checked_math.h"
 #include "common/errors.h"
 #include "common/geometry.h"
-#include "common/limits.h"
 #include "cpu/backends.h"
 #include "cpu/forward.h"
 #include "cpu/weights.h"
