@@ -50,9 +50,26 @@ namespace ncnn_onnx::cpu {
 namespace {
 
 struct VectorIsa {
+  static constexpr int kRegisters = 16;  // vector registers the compiler may allocate
   static constexpr int kLanes = 8;
   typedef float Vector __attribute__((vector_size(4 * kLanes)));
+  typedef int32_t Compared __attribute__((vector_size(4 * kLanes)));  // what comparing Vectors gives
+  static bool Any(Compared m) {
+    const __m256i bits = reinterpret_cast<__m256i>(m);
+    return !_mm256_testz_si256(bits, bits);
+  }
   static Vector Sqrt(Vector v) { return reinterpret_cast<Vector>(_mm256_sqrt_ps(reinterpret_cast<__m256>(v))); }
+  // 1/sqrt(x) to a few ulp: the 12-bit estimate and one Newton step (see avx512.cc). 0 and inf keep the
+  // estimate, which is exact there.
+  static Vector ReciprocalSqrt(Vector x) {
+    const __m256 v = reinterpret_cast<__m256>(x);
+    const __m256 r = _mm256_rsqrt_ps(v);
+    const __m256 half_xr = _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), r);
+    const __m256 step = _mm256_mul_ps(r, _mm256_fnmadd_ps(half_xr, r, _mm256_set1_ps(1.5f)));
+    const __m256 exact = _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_EQ_OQ),
+                                      _mm256_cmp_ps(v, _mm256_set1_ps(__builtin_inff()), _CMP_EQ_OQ));
+    return reinterpret_cast<Vector>(_mm256_blendv_ps(step, r, exact));
+  }
   static void ToHalf(const Vector& v, Half* out) {
     const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), h);
@@ -102,6 +119,7 @@ constexpr int64_t kKernelRows = 4;                       // micro-kernel output 
 constexpr int64_t kBlockRows = 144;                      // patch rows per strip block: 27 KiB
 constexpr int64_t kPanelFloats = kPanelRows * kStrip;    // partial sums of one panel: [channel][column]
 static_assert(kStrip <= kMaxStripColumns, "StripMap holds at most kMaxStripColumns columns");
+static_assert(kBlockRows >= kStripStatsMaxChannels, "a pointwise group with statistics in the strip is one block");
 static_assert(kHalfVectors * 2 == kVectors, "a strip is two micro-kernel halves");
 
 // A vmaskmovps mask (-1: the element is read or written). Plain integers, not __m256i: these structs live
@@ -247,13 +265,15 @@ inline __m256 Gather(const Half* base, const int32_t* index, const int32_t* mask
 }
 
 // Load ops of every kernel offset for a strip whose last stride is 1 or 2.
+template <int S>
 void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
-  const int64_t stride = s.stride[2];
+  constexpr int64_t stride = S;
   sc.loads.clear();
   sc.load_begin.assign(static_cast<size_t>(g.kernel_size * kVectors + 1), 0);
   RowSpan spans[kMaxStripColumns];
-  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    const int count = RowSpans(g, s, map, kk, spans);
+  int64_t k[3] = {0, 0, 0};
+  for (int64_t kk = 0; kk < g.kernel_size; ++kk, NextKernelOffset(s, k)) {
+    const int count = RowSpans<S>(g, s, map, k, spans);
     for (int v = 0; v < kVectors; ++v) {
       sc.load_begin[static_cast<size_t>(kk * kVectors + v)] = static_cast<int32_t>(sc.loads.size());
       for (int r = 0; r < count; ++r) {
@@ -490,14 +510,19 @@ void RunTask(const Job<T, float>& job, int64_t task) {
     const int64_t width = span.width;
     MapStrip(g, s, first, width, &map);
     Stats st;
+    const bool in_strip = S != 0 && StatisticsInStrip(g);
     if constexpr (S != 0) {
-      BuildLoads(g, s, map, sc);
+      BuildLoads<S>(g, s, map, sc);
       const LoadOp* ops = sc.loads.data();
       const int32_t* begin = sc.load_begin.data();
-      st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
-        const int32_t* b = begin + kk * kVectors + v;
-        return AsLanes(StatsRow<S>(stats_group + which * plane, ops + b[0], b[1] - b[0]));
-      });
+      if (in_strip) {
+        st = Stats{};  // raw rows first (PackBlock centres on st.mean), statistics below
+      } else {
+        st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
+          const int32_t* b = begin + kk * kVectors + v;
+          return AsLanes(StatsRow<S>(stats_group + which * plane, ops + b[0], b[1] - b[0]));
+        });
+      }
     } else {
       BuildGathers(g, s, map, sc);
       st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
@@ -526,6 +551,11 @@ void RunTask(const Job<T, float>& job, int64_t task) {
       const bool first_block = c_begin == 0;
       const bool last_block = c_end == g.group_in_channels;
       PackBlock<S>(x_group, g, sc, st, bounds, c_begin, c_end, vectors, half_stride, strip);
+      if (in_strip) {
+        st = StripStatistics<kVectors>(g, vectors, [&](int64_t c, int v) {
+          return strip + (v / kHalfVectors) * half_stride + c * kHalfColumns + (v % kHalfVectors) * kLanes;
+        });
+      }
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const float* a = job.panels + ((t.group * plan.panels + panel) * fan_in + row_begin) * kPanelRows;
         const int channels = static_cast<int>(std::min(kPanelRows, per_group - panel * kPanelRows));

@@ -8,7 +8,8 @@
 // A strip is up to 48 columns = 3 vectors of 16 output positions; a task's columns are spread evenly over
 // its strips in whole vectors (location_strip.h). Along the last spatial dim a run of positions reads
 // contiguous input (stride 1), so each row is a few masked loads whose masks also produce the zero
-// padding; other strides gather. The micro-kernel multiplies 8 output channels by up to 48 columns with
+// padding; with stride 2 each load reads a window of twice the lanes and keeps its even elements (a stem
+// or a downsampling layer; gathers cost as much as the product there). Other strides gather. The micro-kernel multiplies 8 output channels by up to 48 columns with
 // 24 accumulators; the epilogue stores straight to Y. The next weight panel's rows are prefetched a call
 // ahead, since large layers' weights live in L3.
 //
@@ -41,9 +42,26 @@ namespace ncnn_onnx::cpu {
 namespace {
 
 struct VectorIsa {
+  static constexpr int kRegisters = 32;  // vector registers the compiler may allocate
   static constexpr int kLanes = 16;
   typedef float Vector __attribute__((vector_size(4 * kLanes)));
+  typedef int32_t Compared __attribute__((vector_size(4 * kLanes)));  // what comparing Vectors gives
+  static bool Any(Compared m) {
+    const __m512i bits = reinterpret_cast<__m512i>(m);
+    return _mm512_test_epi32_mask(bits, bits) != 0;
+  }
   static Vector Sqrt(Vector v) { return reinterpret_cast<Vector>(_mm512_sqrt_ps(reinterpret_cast<__m512>(v))); }
+  // 1/sqrt(x) to about an ulp: the 14-bit estimate and one Newton step, a few cycles where a division and
+  // a square root cost about twenty per vector. 0 and inf keep the estimate, which is exact there (the
+  // step would make NaN of them).
+  static Vector ReciprocalSqrt(Vector x) {
+    const __m512 v = reinterpret_cast<__m512>(x);
+    const __m512 r = _mm512_rsqrt14_ps(v);
+    const __m512 half_xr = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)), r);
+    const __m512 step = _mm512_mul_ps(r, _mm512_fnmadd_ps(half_xr, r, _mm512_set1_ps(1.5f)));
+    const __mmask16 exact = _mm512_fpclass_ps_mask(v, 0x02 | 0x04 | 0x08);  // +0, -0, +inf
+    return reinterpret_cast<Vector>(_mm512_mask_mov_ps(step, exact, r));
+  }
   static void ToHalf(const Vector& v, Half* out) {
     const __m256i h = _mm512_cvtps_ph(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), h);
@@ -76,17 +94,21 @@ constexpr int64_t kStrip = kLanes * kVectors;
 constexpr int64_t kBlockRows = 128;    // patch rows per strip block: 24 KiB, half of L1
 constexpr int64_t kPanelFloats = kPanelRows * kStrip;
 static_assert(kStrip <= kMaxStripColumns, "StripMap holds at most kMaxStripColumns columns");
+static_assert(kBlockRows >= kStripStatsMaxChannels, "a pointwise group with statistics in the strip is one block");
 
 inline __m512 Native(Lanes v) { return reinterpret_cast<__m512>(v); }
 inline Lanes AsLanes(__m512 v) { return reinterpret_cast<Lanes>(v); }
 using Stats = ColumnStats<kVectors>;
 
-// Lanes of one vector that read consecutive elements: lane l reads x[x_offset + l] (from the group's first
-// channel of image 0) and the location statistics at stats_offset + l (from the group's maps of image 0).
+// Lanes of one vector that read evenly spaced elements: lane l reads x[x_offset + S * l] (from the group's
+// first channel of image 0) and the location statistics at stats_offset + S * l (from the group's maps of
+// image 0), S being the last stride (1 or 2). lo and hi are the elements those lanes take of the
+// window's first and second kLanes (with S = 1 lo is the lane mask itself).
 struct LoadOp {
   int64_t x_offset;
   int64_t stats_offset;
   __mmask16 mask;
+  __mmask16 lo, hi;
 };
 
 // Lanes of one vector that land in consecutive elements of Y (one image): lane l goes to y[offset + l].
@@ -101,16 +123,17 @@ struct LoadPair {
   int64_t x_offset[2];
   int64_t stats_offset[2];
   __mmask16 mask[2];
+  __mmask16 lo[2], hi[2];
 };
 
 struct Scratch {
   AlignedBuffer<float> strip;        // one block of the im2col strip: [rows][kStrip]
   AlignedBuffer<float> partial;      // partial sums of every panel of the chunk: [panel][kPanelFloats]
-  std::vector<LoadOp> loads;         // contiguous rows: ops of (kernel offset kk, vector v) ...
+  std::vector<LoadOp> loads;         // rows with stride 1 or 2: ops of (kernel offset kk, vector v) ...
   std::vector<int32_t> load_begin;   // ... are loads[load_begin[kk * kVectors + v] .. next)
   std::vector<LoadPair> pairs;       // the same as pairs [kk * kVectors + v], when `paired`
   bool paired = false;
-  AlignedBuffer<int32_t> x_index;    // strided rows: [kernel_size][kStrip] offsets into x ...
+  AlignedBuffer<int32_t> x_index;    // other strides: [kernel_size][kStrip] offsets into x ...
   AlignedBuffer<int32_t> stats_index;  // ... and into the location statistics
   std::vector<uint16_t> gather_mask;   // [kernel_size][kVectors]
 };
@@ -124,35 +147,49 @@ inline __mmask16 LaneMask(int64_t begin, int64_t end, int64_t vector) {
   return static_cast<__mmask16>(LaneBits<kLanes>(begin, end, vector));
 }
 
-inline __m512 LoadMasked(__m512 old, __mmask16 mask, const float* p) { return _mm512_mask_loadu_ps(old, mask, p); }
+inline __m512 Window(const float* p, __mmask16 elements) { return _mm512_maskz_loadu_ps(elements, p); }
 
-inline __m512 LoadMasked(__m512 old, __mmask16 mask, const Half* p) {
-  const __m512 loaded = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
-  return _mm512_mask_mov_ps(old, mask, loaded);
+inline __m512 Window(const Half* p, __mmask16 elements) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(elements, p));
+}
+
+// `old` with lanes `mask` replaced by p[S * l]. Only the lanes' own elements are touched (a masked-off
+// element never faults), so a run may start or end anywhere, even past the tensor's ends.
+template <int S, typename T>
+inline __m512 ReadRun(__m512 old, const T* p, __mmask16 mask, __mmask16 lo, __mmask16 hi) {
+  if constexpr (S == 1) {
+    return _mm512_mask_mov_ps(old, mask, Window(p, mask));
+  } else {
+    static_assert(S == 2, "strided loads read windows of two vectors");
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_mask_mov_ps(old, mask, _mm512_permutex2var_ps(Window(p, lo), even, Window(At(p, kLanes), hi)));
+  }
 }
 
 // One row of the strip (16 lanes): the ops of one (kernel offset, vector) fill disjoint lanes, the rest is 0.
-template <typename T>
+template <int S, typename T>
 inline __m512 LoadX(const T* base, const LoadOp* op, const LoadOp* end) {
   __m512 r = _mm512_setzero_ps();
-  for (; op != end; ++op) r = LoadMasked(r, op->mask, At(base, op->x_offset));
+  for (; op != end; ++op) r = ReadRun<S>(r, At(base, op->x_offset), op->mask, op->lo, op->hi);
   return r;
 }
 
-template <typename T>
+template <int S, typename T>
 inline __m512 LoadX(const T* base, const LoadPair& p) {
-  return LoadMasked(LoadMasked(_mm512_setzero_ps(), p.mask[0], At(base, p.x_offset[0])), p.mask[1],
-                    At(base, p.x_offset[1]));
+  const __m512 first = ReadRun<S>(_mm512_setzero_ps(), At(base, p.x_offset[0]), p.mask[0], p.lo[0], p.hi[0]);
+  return ReadRun<S>(first, At(base, p.x_offset[1]), p.mask[1], p.lo[1], p.hi[1]);
 }
 
+template <int S>
 inline __m512 LoadStats(const float* base, const LoadPair& p) {
-  return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(p.mask[0], At(base, p.stats_offset[0])), p.mask[1],
-                              At(base, p.stats_offset[1]));
+  const __m512 first = ReadRun<S>(_mm512_setzero_ps(), At(base, p.stats_offset[0]), p.mask[0], p.lo[0], p.hi[0]);
+  return ReadRun<S>(first, At(base, p.stats_offset[1]), p.mask[1], p.lo[1], p.hi[1]);
 }
 
+template <int S>
 inline __m512 LoadStats(const float* base, const LoadOp* op, const LoadOp* end) {
   __m512 r = _mm512_setzero_ps();
-  for (; op != end; ++op) r = _mm512_mask_loadu_ps(r, op->mask, At(base, op->stats_offset));
+  for (; op != end; ++op) r = ReadRun<S>(r, At(base, op->stats_offset), op->mask, op->lo, op->hi);
   return r;
 }
 
@@ -169,19 +206,32 @@ inline __m512 Gather(const Half* base, __m512i index, __mmask16 mask) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
-// Load ops of every kernel offset for a strip whose last stride is 1.
+// The element bits of 8 lanes two elements apart: lane l -> element 2 l.
+inline __mmask16 Spread(uint32_t lanes) {
+  uint32_t bits = 0;
+  for (int l = 0; l < 8; ++l) bits |= ((lanes >> l) & 1u) << (2 * l);
+  return static_cast<__mmask16>(bits);
+}
+
+// Load ops of every kernel offset for a strip whose last stride is 1 or 2.
+template <int S>
 void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
+  constexpr int64_t stride = S;
   sc.loads.clear();
   sc.load_begin.assign(static_cast<size_t>(g.kernel_size * kVectors + 1), 0);
   RowSpan spans[kMaxStripColumns];
-  for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-    const int count = RowSpans(g, s, map, kk, spans);
+  int64_t k[3] = {0, 0, 0};
+  for (int64_t kk = 0; kk < g.kernel_size; ++kk, NextKernelOffset(s, k)) {
+    const int count = RowSpans<S>(g, s, map, k, spans);
     for (int v = 0; v < kVectors; ++v) {
       sc.load_begin[static_cast<size_t>(kk * kVectors + v)] = static_cast<int32_t>(sc.loads.size());
       for (int r = 0; r < count; ++r) {
         const __mmask16 mask = LaneMask(spans[r].begin, spans[r].end, v);
         if (!mask) continue;
-        sc.loads.push_back(LoadOp{spans[r].x_offset + v * kLanes, spans[r].stats_offset + v * kLanes, mask});
+        const int64_t lane0 = stride * v * kLanes;
+        const __mmask16 lo = stride == 1 ? mask : Spread(mask & 0xffu);
+        const __mmask16 hi = stride == 1 ? 0 : Spread(mask >> 8u);
+        sc.loads.push_back(LoadOp{spans[r].x_offset + lane0, spans[r].stats_offset + lane0, mask, lo, hi});
       }
     }
   }
@@ -197,18 +247,21 @@ void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, S
     LoadPair& pair = sc.pairs[i];
     for (int k = 0; k < 2; ++k) {
       pair.x_offset[k] = pair.stats_offset[k] = 0;
-      pair.mask[k] = 0;
+      pair.mask[k] = pair.lo[k] = pair.hi[k] = 0;
       if (end == begin) continue;  // no op at all (the strip reads only padding here): loads may be empty
       // An unused second slot repeats the first op's offsets under an empty mask.
       const LoadOp& op = sc.loads[static_cast<size_t>(begin + std::min(k, end - begin - 1))];
       pair.x_offset[k] = op.x_offset;
       pair.stats_offset[k] = op.stats_offset;
-      pair.mask[k] = begin + k < end ? op.mask : 0;
+      const bool used = begin + k < end;
+      pair.mask[k] = used ? op.mask : 0;
+      pair.lo[k] = used ? op.lo : 0;
+      pair.hi[k] = used ? op.hi : 0;
     }
   }
 }
 
-// Per-lane offsets of every kernel offset for a strip with a last stride > 1 (offsets fit int32:
+// Per-lane offsets of every kernel offset for a strip with a last stride > 2 (offsets fit int32:
 // LocationStatsAccepted).
 void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
   const size_t entries = static_cast<size_t>(g.kernel_size * kStrip);
@@ -225,7 +278,7 @@ void BuildGathers(const ConvGeometry& g, const Spatial3& s, const StripMap& map,
 
 // Even tiling leaves many strips one or two vectors short: the vectors past the strip are neither
 // loaded nor written, since the micro-kernel never reads them.
-template <int NV, typename T>
+template <int NV, int S, typename T>
 void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, const Stats& st, int64_t c_begin,
                 int64_t c_end, float* row) {
   const LoadPair* pairs = sc.pairs.data();
@@ -234,38 +287,22 @@ void PackPaired(const T* x_group, const ConvGeometry& g, const Scratch& sc, cons
     const LoadPair* p = pairs;
     for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip, p += kVectors) {
 #pragma GCC unroll 3
-      for (int v = 0; v < NV; ++v) _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(LoadX(xc, p[v]), Native(st.mean[v])));
+      for (int v = 0; v < NV; ++v) {
+        _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(LoadX<S>(xc, p[v]), Native(st.mean[v])));
+      }
     }
   }
 }
 
 // Writes rows [c_begin * kernel_size, c_end * kernel_size) of the strip's im2col block (row i = c *
-// kernel_size + kk), centred on st.mean, to `block`; of each row only the strip's vectors.
-template <typename T>
-void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scratch& sc, const Stats& st,
-               int64_t c_begin, int64_t c_end, int vectors, float* block) {
+// kernel_size + kk), centred on st.mean, to `block`; of each row only the strip's vectors. S: the last
+// stride when it is 1 or 2 (loads), else 0 (gathers).
+template <int S, typename T>
+void PackBlock(const T* x_group, const ConvGeometry& g, const Scratch& sc, const Stats& st, int64_t c_begin,
+               int64_t c_end, int vectors, float* block) {
   const int64_t plane = g.input_plane;
   float* row = block;
-  if (!gather && sc.paired) {
-    switch (vectors) {
-      case 1: PackPaired<1>(x_group, g, sc, st, c_begin, c_end, block); break;
-      case 2: PackPaired<2>(x_group, g, sc, st, c_begin, c_end, block); break;
-      default: PackPaired<3>(x_group, g, sc, st, c_begin, c_end, block); break;
-    }
-  } else if (!gather) {
-    const LoadOp* ops = sc.loads.data();
-    const int32_t* begin = sc.load_begin.data();
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      const T* xc = x_group + c * plane;
-      for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
-        const int32_t* b = begin + kk * kVectors;
-        for (int v = 0; v < vectors; ++v) {
-          const __m512 value = LoadX(xc, ops + b[v], ops + b[v + 1]);
-          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(value, Native(st.mean[v])));
-        }
-      }
-    }
-  } else {
+  if constexpr (S == 0) {
     for (int64_t c = c_begin; c < c_end; ++c) {
       const T* xc = x_group + c * plane;
       for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
@@ -273,6 +310,25 @@ void PackBlock(const T* x_group, const ConvGeometry& g, bool gather, const Scrat
           const __m512i index = _mm512_loadu_si512(sc.x_index.data() + kk * kStrip + v * kLanes);
           const __mmask16 mask = static_cast<__mmask16>(sc.gather_mask[static_cast<size_t>(kk * kVectors + v)]);
           _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(Gather(xc, index, mask), Native(st.mean[v])));
+        }
+      }
+    }
+  } else if (sc.paired) {
+    switch (vectors) {
+      case 1: PackPaired<1, S>(x_group, g, sc, st, c_begin, c_end, block); break;
+      case 2: PackPaired<2, S>(x_group, g, sc, st, c_begin, c_end, block); break;
+      default: PackPaired<3, S>(x_group, g, sc, st, c_begin, c_end, block); break;
+    }
+  } else {
+    const LoadOp* ops = sc.loads.data();
+    const int32_t* begin = sc.load_begin.data();
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const T* xc = x_group + c * plane;
+      for (int64_t kk = 0; kk < g.kernel_size; ++kk, row += kStrip) {
+        const int32_t* b = begin + kk * kVectors;
+        for (int v = 0; v < vectors; ++v) {
+          const __m512 value = LoadX<S>(xc, ops + b[v], ops + b[v + 1]);
+          _mm512_store_ps(row + v * kLanes, _mm512_sub_ps(value, Native(st.mean[v])));
         }
       }
     }
@@ -348,7 +404,8 @@ inline void StoreLanes(Half* p, __mmask16 mask, __m512 v) {
   _mm256_mask_storeu_epi16(p, mask, h);
 }
 
-template <typename T>
+// One task; S: the last stride when it is 1 or 2 (loads), else 0 (gathers).
+template <int S, typename T>
 void RunTask(const Job<T, float>& job, int64_t task) {
   const ConvGeometry& g = *job.geometry;
   const Plan& plan = job.plan;
@@ -358,8 +415,6 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   const int64_t plane = g.input_plane;
   const int64_t out_plane = g.output_plane;
   const int64_t per_group = g.group_out_channels;
-  // Stride 1 along the last dim reads contiguous runs; other strides gather with 32-bit offsets.
-  const bool gather = s.stride[2] != 1;
   const T* x_group = job.x + t.group * g.group_in_channels * plane;
   const float* stats_group = job.location_stats + t.group * 3 * plane;
   Scratch& sc = ThreadScratch();
@@ -376,19 +431,22 @@ void RunTask(const Job<T, float>& job, int64_t task) {
     const int vectors = span.vectors;
     MapStrip(g, s, span.first, span.width, &map);
     Stats st;
-    if (!gather) {
-      BuildLoads(g, s, map, sc);
+    const bool in_strip = S != 0 && StatisticsInStrip(g);
+    if constexpr (S != 0) {
+      BuildLoads<S>(g, s, map, sc);
       const LoadOp* ops = sc.loads.data();
       const int32_t* begin = sc.load_begin.data();
-      if (sc.paired) {
+      if (in_strip) {
+        st = Stats{};  // raw rows first (PackBlock centres on st.mean), statistics below
+      } else if (sc.paired) {
         const LoadPair* pairs = sc.pairs.data();
         st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
-          return AsLanes(LoadStats(stats_group + which * plane, pairs[kk * kVectors + v]));
+          return AsLanes(LoadStats<S>(stats_group + which * plane, pairs[kk * kVectors + v]));
         });
       } else {
         st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t kk, int v) {
           const int32_t* b = begin + kk * kVectors + v;
-          return AsLanes(LoadStats(stats_group + which * plane, ops + b[0], ops + b[1]));
+          return AsLanes(LoadStats<S>(stats_group + which * plane, ops + b[0], ops + b[1]));
         });
       }
     } else {
@@ -417,7 +475,10 @@ void RunTask(const Job<T, float>& job, int64_t task) {
       const int64_t rows = (c_end - c_begin) * g.kernel_size;
       const bool first_block = c_begin == 0;
       const bool last_block = c_end == g.group_in_channels;
-      PackBlock(x_group, g, gather, sc, st, c_begin, c_end, vectors, strip);
+      PackBlock<S>(x_group, g, sc, st, c_begin, c_end, vectors, strip);
+      if (in_strip) {
+        st = StripStatistics<kVectors>(g, vectors, [&](int64_t c, int v) { return strip + c * kStrip + v * kLanes; });
+      }
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const float* a = job.panels + ((t.group * plan.panels + panel) * fan_in + row_begin) * kPanelRows;
         const int channels = static_cast<int>(std::min(kPanelRows, per_group - panel * kPanelRows));
@@ -447,8 +508,17 @@ void RunTask(const Job<T, float>& job, int64_t task) {
 
 void PrepareFloat(const Job<float, float>& job, int64_t task) { LocationMoments(job, task); }
 void PrepareHalf(const Job<Half, float>& job, int64_t task) { LocationMoments(job, task); }
-void RunFloat(const Job<float, float>& job, int64_t task) { RunTask(job, task); }
-void RunHalf(const Job<Half, float>& job, int64_t task) { RunTask(job, task); }
+template <typename T>
+void Run(const Job<T, float>& job, int64_t task) {
+  switch (job.geometry->stride[job.geometry->ndim - 1]) {
+    case 1: RunTask<1>(job, task); break;
+    case 2: RunTask<2>(job, task); break;
+    default: RunTask<0>(job, task); break;
+  }
+}
+
+void RunFloat(const Job<float, float>& job, int64_t task) { Run(job, task); }
+void RunHalf(const Job<Half, float>& job, int64_t task) { Run(job, task); }
 
 }  // namespace avx512
 }  // namespace ncnn_onnx::cpu

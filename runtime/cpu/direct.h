@@ -59,10 +59,10 @@ struct DirectScratch {
   std::vector<float> weights;
 };
 
+// `out`'s layout is set by the caller.
 template <typename T>
 void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out,
                 std::vector<float>* converted) {
-  static_cast<PaddedLayout&>(*out) = DirectPaddedLayout(g, kDirectLanes);
   out->data.assign(static_cast<size_t>(g.group_in_channels * out->channel_stride), 0.0f);
   const int64_t plane = g.input_plane;
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
@@ -97,49 +97,107 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, Padd
   }
 }
 
-// L outputs of MG channels at `at` (the first patch element of lane 0; `offsets` are those of the other
-// elements, channel-major like W's rows) into out[m].
+// Output vectors one pass over the patches carries side by side. Each has its own chains of sums, and
+// one vector's chains alone leave the vector units waiting on an add's latency at every patch element
+// (depthwise layers ran at a third of the speed); as many as fit the registers with their MG accumulators.
 template <int MG>
-void DirectOutputs(const ConvGeometry& g, const float* at, const int64_t* offsets, const float* weights,
-                   const float* weight_sums, const float* bias, DirectVector* y) {
+constexpr int DirectBatch() {
+  constexpr int batch = (VectorIsa::kRegisters - 4) / (MG + 4);
+  return batch < 1 ? 1 : (batch > 4 ? 4 : batch);
+}
+
+// Whether any of the first `width` lanes' variance is so small against its mean that the patch may be
+// exactly flat: every value equal, but the rounded mean of equal values need not equal them. A flat
+// patch's computed variance is a few roundings of the (tiny) difference squared, far below this bound.
+// Lanes past `width` (the padding past a row's end, flat zeros) are not outputs.
+inline bool DirectMaybeFlat(const DirectVector& var, const DirectVector& mean, int64_t fan_in, int64_t width) {
+  const DirectVector bound = mean * (static_cast<float>(fan_in) * 0x1p-20f);
+  VectorIsa::Compared lane;
+  for (int l = 0; l < kDirectLanes; ++l) lane[l] = l;
+  return VectorIsa::Any((var <= bound * bound) & (lane < static_cast<int32_t>(width)));
+}
+
+// For each r < R: L outputs of MG channels at at[r] (the first patch element of lane 0; `offsets` are
+// those of the other elements, channel-major like W's rows) into y[r][m].
+//
+// Exact: the mean of an exactly flat patch is its value itself (smallest == largest), which costs two
+// more operations per patch element. Without it the mean is sum / I, and the call returns the bits of
+// the vectors r whose patches may be flat (DirectMaybeFlat); the caller recomputes those exactly, so
+// either way every output is what the exact pass gives.
+template <int MG, int R, bool Exact>
+uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const int64_t* width, const int64_t* offsets,
+                       const float* weights, const float* weight_sums, const float* bias, DirectVector (&y)[R][MG]) {
   const int64_t fan_in = g.fan_in;
   const float inv = 1.0f / static_cast<float>(fan_in);
   const bool stats = g.center || g.scale;
-  DirectVector mean = {};
-  if (stats) {
+  DirectVector mean[R] = {};
+  if (stats && Exact) {
     const float inf = std::numeric_limits<float>::infinity();
-    DirectVector sum = {}, low = DirectVector{} + inf, high = DirectVector{} - inf;
+    DirectVector sum[R], low[R], high[R];
+    for (int r = 0; r < R; ++r) {
+      sum[r] = DirectVector{};
+      low[r] = DirectVector{} + inf;
+      high[r] = DirectVector{} - inf;
+    }
     for (int64_t i = 0; i < fan_in; ++i) {
-      const DirectVector v = DirectLoad(at + offsets[i]);
-      sum += v;
-      low = v < low ? v : low;
-      high = v > high ? v : high;
+      for (int r = 0; r < R; ++r) {
+        const DirectVector v = DirectLoad(at[r] + offsets[i]);
+        sum[r] += v;
+        low[r] = v < low[r] ? v : low[r];
+        high[r] = v > high[r] ? v : high[r];
+      }
     }
-    mean = low == high ? low : sum * inv;
+    for (int r = 0; r < R; ++r) mean[r] = low[r] == high[r] ? low[r] : sum[r] * inv;
+  } else if (stats) {
+    DirectVector sum[R] = {};
+    for (int64_t i = 0; i < fan_in; ++i) {
+      for (int r = 0; r < R; ++r) sum[r] += DirectLoad(at[r] + offsets[i]);
+    }
+    for (int r = 0; r < R; ++r) mean[r] = sum[r] * inv;
   }
-  DirectVector s1 = {}, s2 = {}, acc[MG] = {};
-  for (int64_t i = 0; i < fan_in; ++i) {
-    const DirectVector v = DirectLoad(at + offsets[i]);
-    const DirectVector d = v - mean;
+  // The attributes are settled before the loop: a select per patch element kept the compiler from
+  // scheduling it (the common center = scale = 1 ran at half speed).
+  DirectVector s1[R] = {}, s2[R] = {}, acc[R][MG] = {};
+  if (g.center) {
+    for (int64_t i = 0; i < fan_in; ++i) {
+      const float* w = weights + i * MG;
+      for (int r = 0; r < R; ++r) {
+        const DirectVector d = DirectLoad(at[r] + offsets[i]) - mean[r];
+        s1[r] += d;
+        s2[r] += d * d;
+        for (int m = 0; m < MG; ++m) acc[r][m] += d * w[m];
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < fan_in; ++i) {
+      const float* w = weights + i * MG;
+      for (int r = 0; r < R; ++r) {
+        const DirectVector v = DirectLoad(at[r] + offsets[i]);
+        if (stats) {
+          const DirectVector d = v - mean[r];
+          s1[r] += d;
+          s2[r] += d * d;
+        }
+        for (int m = 0; m < MG; ++m) acc[r][m] += v * w[m];
+      }
+    }
+  }
+  uint32_t inexact = 0;
+  for (int r = 0; r < R; ++r) {
+    DirectVector rstd = DirectVector{} + 1.0f, mean_d = {};
     if (stats) {
-      s1 += d;
-      s2 += d * d;
+      mean_d = s1[r] * inv;
+      DirectVector var = s2[r] * inv - mean_d * mean_d;
+      var = var < 0.0f ? DirectVector{} : var;  // rounding below 0 is 0; NaN (a non-finite patch) stays NaN
+      if (!Exact && DirectMaybeFlat(var, mean[r], fan_in, width[r])) inexact |= 1u << r;
+      if (g.scale) rstd = VectorIsa::ReciprocalSqrt(var + g.epsilon);
     }
-    const DirectVector operand = g.center ? d : v;
-    const float* w = weights + i * MG;
-    for (int m = 0; m < MG; ++m) acc[m] += operand * w[m];
+    for (int m = 0; m < MG; ++m) {
+      y[r][m] = g.center ? (acc[r][m] - mean_d * weight_sums[m]) * rstd : acc[r][m] * rstd;
+      if (bias != nullptr) y[r][m] += bias[m];
+    }
   }
-  DirectVector rstd = DirectVector{} + 1.0f, r = {};
-  if (stats) {
-    r = s1 * inv;
-    DirectVector var = s2 * inv - r * r;
-    var = var < 0.0f ? DirectVector{} : var;  // rounding below 0 is 0; NaN (a non-finite patch) stays NaN
-    if (g.scale) rstd = (DirectVector{} + 1.0f) / VectorIsa::Sqrt(var + g.epsilon);
-  }
-  for (int m = 0; m < MG; ++m) {
-    y[m] = g.center ? (acc[m] - r * weight_sums[m]) * rstd : acc[m] * rstd;
-    if (bias != nullptr) y[m] += bias[m];
-  }
+  return inexact;
 }
 
 // The first `width` lanes of v to y.
@@ -161,66 +219,132 @@ inline void DirectStoreLanes(Half* y, const DirectVector& v, int64_t width) {
   std::memcpy(y, lanes, static_cast<size_t>(width) * sizeof(Half));
 }
 
-template <int MG, typename T>
-void DirectTaskOf(const Job<T, float>& job, int64_t task) {
-  const ConvGeometry& g = *job.geometry;
-  const Spatial3 s = RightAlign(g);
-  const int64_t chunks = DirectChunks(g);
-  const int64_t panels = DirectPanels(g);
-  const int64_t chunk = task % chunks;
-  const int64_t panel_index = (task / chunks) % panels;
-  const int64_t image_group = task / chunks / panels;
-  const int64_t n = image_group / g.group;
-  const int64_t grp = image_group % g.group;
-  const int64_t rows = DirectRows(g);
-  const int64_t row_begin = chunk * rows / chunks;
-  const int64_t row_end = (chunk + 1) * rows / chunks;
-
-  // Reused by the thread's next task (a depthwise layer has one task per image and channel, too many for
-  // an allocation each); bounded by one image's group of input (DirectScratchFloats, the buffer limit).
-  thread_local DirectScratch scratch;
-  PaddedInput& padded = scratch.padded;
-  FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, &padded,
-             &scratch.converted);
+// Patch element i = c * K + kk: its offset in the padded input from the element lane 0 of an output reads
+// first. The same for every group of a layer.
+inline void DirectOffsets(const ConvGeometry& g, const Spatial3& s, const PaddedLayout& padded,
+                          std::vector<int64_t>* offsets) {
   const int64_t phase_rows = padded.phases * padded.row;
-  // Patch element i = c * K + kk: its offset from the element lane 0 of an output reads first.
-  std::vector<int64_t>& offsets = scratch.offsets;
-  offsets.resize(static_cast<size_t>(g.fan_in));
+  offsets->resize(static_cast<size_t>(g.fan_in));
+  int64_t* out = offsets->data();
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
-    for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-      const int64_t k2 = kk % s.kernel[2];
-      const int64_t k1 = (kk / s.kernel[2]) % s.kernel[1];
-      const int64_t k0 = kk / (s.kernel[2] * s.kernel[1]);
-      const int64_t along = k2 * s.dilation[2];
-      offsets[static_cast<size_t>(c * g.kernel_size + kk)] =
-          c * padded.channel_stride + (k0 * s.dilation[0] * padded.extent[1] + k1 * s.dilation[1]) * phase_rows +
-          (along % padded.phases) * padded.row + along / padded.phases;
+    for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
+      for (int64_t k1 = 0; k1 < s.kernel[1]; ++k1) {
+        const int64_t row = c * padded.channel_stride + (k0 * s.dilation[0] * padded.extent[1] + k1 * s.dilation[1]) * phase_rows;
+        for (int64_t k2 = 0; k2 < s.kernel[2]; ++k2) {
+          const int64_t along = k2 * s.dilation[2];
+          *out++ = row + (along % padded.phases) * padded.row + along / padded.phases;
+        }
+      }
     }
   }
-  // W of the task's panel as [i][m], and its row sums and bias.
-  const int64_t first_channel = grp * g.group_out_channels + panel_index * kPanelRows;
-  const float* panel = job.panels + (grp * panels + panel_index) * g.fan_in * kPanelRows;
-  std::vector<float>& weights = scratch.weights;
-  weights.resize(static_cast<size_t>(g.fan_in * MG));
-  for (int64_t i = 0; i < g.fan_in; ++i) {
-    for (int m = 0; m < MG; ++m) weights[static_cast<size_t>(i * MG + m)] = panel[i * kPanelRows + m];
+}
+
+// Output vectors waiting to be computed together: where their patches start and their outputs go.
+template <typename T, int R>
+struct DirectPending {
+  const float* at[R];
+  T* y[R];
+  int64_t width[R];
+  int count = 0;
+};
+
+// Computes and stores the first Count pending vectors, and empties the list.
+template <int MG, int Count, typename T, int R>
+void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
+                 const float* bias, int64_t out_plane, DirectPending<T, R>* pending) {
+  const float* at[Count];
+  for (int r = 0; r < Count; ++r) at[r] = pending->at[r];
+  DirectVector out[Count][MG];
+  const uint32_t inexact = DirectOutputs<MG, Count, false>(g, at, pending->width, offsets, weights, weight_sums, bias, out);
+  for (int r = 0; r < Count; ++r) {
+    if ((inexact >> r) & 1u) {
+      const float* one[1] = {at[r]};
+      DirectVector exact[1][MG];
+      DirectOutputs<MG, 1, true>(g, one, pending->width + r, offsets, weights, weight_sums, bias, exact);
+      for (int m = 0; m < MG; ++m) out[r][m] = exact[0][m];
+    }
+    for (int m = 0; m < MG; ++m) DirectStoreLanes(pending->y[r] + m * out_plane, out[r][m], pending->width[r]);
   }
+  pending->count = 0;
+}
+
+template <int MG, typename T, int R>
+void DirectFlushRest(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
+                     const float* bias, int64_t out_plane, DirectPending<T, R>* pending) {
+  static_assert(R <= 4, "a batch leaves at most three vectors");
+  switch (pending->count) {
+    case 0: break;
+    case 1: DirectFlush<MG, 1>(g, offsets, weights, weight_sums, bias, out_plane, pending); break;
+    case 2: DirectFlush<MG, 2 < R ? 2 : 1>(g, offsets, weights, weight_sums, bias, out_plane, pending); break;
+    default: DirectFlush<MG, 3 < R ? 3 : 1>(g, offsets, weights, weight_sums, bias, out_plane, pending); break;
+  }
+}
+
+// Rows [row_begin, row_end) of one group's panel of MG output channels, from its padded input.
+template <int MG, typename T>
+void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput& padded, const int64_t* offsets,
+                  const float* weights, int64_t n, int64_t first_channel, int64_t row_begin, int64_t row_end) {
+  const ConvGeometry& g = *job.geometry;
   const float* bias = job.bias != nullptr ? job.bias + first_channel : nullptr;
   const float* weight_sums = job.weight_sums + first_channel;
-
+  const int64_t phase_rows = padded.phases * padded.row;
   const int64_t out_last = s.output[2];
   const int64_t out_plane = g.output_plane;
-  DirectVector out[MG];
+  // Output vectors are computed R at a time (DirectBatch), in row order; the last few together too.
+  constexpr int R = DirectBatch<MG>();
+  DirectPending<T, R> pending;
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t o0 = row / s.output[1];
     const int64_t o1 = row % s.output[1];
     const float* row_at = padded.data.data() + (o0 * s.stride[0] * padded.extent[1] + o1 * s.stride[1]) * phase_rows;
     T* y_row = job.y + (n * g.out_channels + first_channel) * out_plane + row * out_last;
     for (int64_t o2 = 0; o2 < out_last; o2 += kDirectLanes) {
-      DirectOutputs<MG>(g, row_at + o2, offsets.data(), weights.data(), weight_sums, bias, out);
-      const int64_t width = std::min<int64_t>(kDirectLanes, out_last - o2);
-      for (int m = 0; m < MG; ++m) DirectStoreLanes(y_row + m * out_plane + o2, out[m], width);
+      pending.at[pending.count] = row_at + o2;
+      pending.y[pending.count] = y_row + o2;
+      pending.width[pending.count] = std::min<int64_t>(kDirectLanes, out_last - o2);
+      if (++pending.count < R) continue;
+      DirectFlush<MG, R>(g, offsets, weights, weight_sums, bias, out_plane, &pending);
     }
+  }
+  DirectFlushRest<MG>(g, offsets, weights, weight_sums, bias, out_plane, &pending);
+}
+
+template <int MG, typename T>
+void DirectTaskOf(const Job<T, float>& job, int64_t task) {
+  const ConvGeometry& g = *job.geometry;
+  const Spatial3 s = RightAlign(g);
+  const int64_t chunks = DirectChunks(g);
+  const int64_t panels = DirectPanels(g);
+  const int64_t blocks = DirectGroupBlocks(g);
+  const int64_t per_block = DirectGroupsPerTask(g);
+  const int64_t chunk = task % chunks;
+  const int64_t panel_index = (task / chunks) % panels;
+  const int64_t image_block = task / chunks / panels;
+  const int64_t n = image_block / blocks;
+  const int64_t group_begin = (image_block % blocks) * per_block;
+  const int64_t group_end = std::min(g.group, group_begin + per_block);
+  const int64_t rows = DirectRows(g);
+  const int64_t row_begin = chunk * rows / chunks;
+  const int64_t row_end = (chunk + 1) * rows / chunks;
+
+  // Reused by the thread's next task; bounded by one image's group of input (DirectScratchFloats, the
+  // buffer limit).
+  thread_local DirectScratch scratch;
+  PaddedInput& padded = scratch.padded;
+  static_cast<PaddedLayout&>(padded) = DirectPaddedLayout(g, kDirectLanes);
+  DirectOffsets(g, s, padded, &scratch.offsets);
+  std::vector<float>& weights = scratch.weights;
+  weights.resize(static_cast<size_t>(g.fan_in * MG));
+  for (int64_t grp = group_begin; grp < group_end; ++grp) {
+    FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, &padded,
+               &scratch.converted);
+    // W of the panel as [i][m].
+    const float* panel = job.panels + (grp * panels + panel_index) * g.fan_in * kPanelRows;
+    for (int64_t i = 0; i < g.fan_in; ++i) {
+      for (int m = 0; m < MG; ++m) weights[static_cast<size_t>(i * MG + m)] = panel[i * kPanelRows + m];
+    }
+    DirectRowsOf<MG>(job, s, padded, scratch.offsets.data(), weights.data(), n,
+                     grp * g.group_out_channels + panel_index * kPanelRows, row_begin, row_end);
   }
 }
 

@@ -35,9 +35,23 @@ inline int64_t DirectPanels(const ConvGeometry& g) { return (g.group_out_channel
 // Output rows: every output position but those along the last spatial dim, which a task sweeps in vectors.
 inline int64_t DirectRows(const ConvGeometry& g) { return g.output_plane / g.output[g.ndim - 1]; }
 
-// Tasks of one (image, group, panel) each, split into runs of rows only where there are too few of them.
-inline int64_t DirectChunks(const ConvGeometry& g) {
+// Groups per task. A depthwise layer has a group per channel, and a small plane's task was mostly its
+// setup (576 channels of 7x7 at batch 8 made 4608 tasks of 7 output vectors each); a task takes a block of
+// groups where there are more than enough tasks for a pool of a few threads to balance.
+inline int64_t DirectGroupsPerTask(const ConvGeometry& g) {
   const int64_t pairs = g.batch * g.group * DirectPanels(g);
+  return std::max<int64_t>(1, std::min(g.group, pairs / (4 * kDirectMinTasks)));
+}
+
+inline int64_t DirectGroupBlocks(const ConvGeometry& g) {
+  const int64_t per_task = DirectGroupsPerTask(g);
+  return (g.group + per_task - 1) / per_task;
+}
+
+// Tasks of one (image, block of groups, panel) each, split into runs of rows only where there are too
+// few of them.
+inline int64_t DirectChunks(const ConvGeometry& g) {
+  const int64_t pairs = g.batch * DirectGroupBlocks(g) * DirectPanels(g);
   const int64_t wanted = pairs >= kDirectMinTasks ? 1 : (kDirectMinTasks + pairs - 1) / pairs;
   return std::max<int64_t>(1, std::min(wanted, DirectRows(g)));
 }
@@ -45,7 +59,9 @@ inline int64_t DirectChunks(const ConvGeometry& g) {
 // float16 values as floats; defined out of line (portable.cc), for the baseline ISA.
 void HalvesToFloats(const Half* src, int64_t count, float* dst);
 
-inline int64_t DirectTasks(const ConvGeometry& g) { return g.batch * g.group * DirectPanels(g) * DirectChunks(g); }
+inline int64_t DirectTasks(const ConvGeometry& g) {
+  return g.batch * DirectGroupBlocks(g) * DirectPanels(g) * DirectChunks(g);
+}
 
 // The widest vector any backend's direct kernel uses, in floats: the scratch check's upper bound.
 constexpr int64_t kDirectMaxLanes = 16;

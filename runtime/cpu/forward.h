@@ -75,7 +75,7 @@ void Forward(const Backend& backend, const Routine<T, Acc>& preferred, const For
   job.plan = MakePlan(geometry, routine.strip_columns);
   if (job.plan.tasks == 0) return;
   AlignedBuffer<Acc> location_stats;
-  if (routine.prepare != nullptr) {
+  if (routine.prepare != nullptr && routine.prepare_tasks(geometry) > 0) {
     const int64_t size = CheckedMul(CheckedMul(geometry.batch, geometry.group, "the location statistics"),
                                     CheckedMul(3, geometry.input_plane, "the location statistics"),
                                     "the location statistics");

@@ -136,5 +136,36 @@ ColumnStats<kVectors> ColumnStatistics(const ConvGeometry& g, int vectors, const
   return st;
 }
 
+// The statistics of a pointwise strip (StatisticsInStrip) from its own block, then the block centred in
+// place: `row(c, v)` points at vector v of channel c's row, which holds the raw values (0 past the strip
+// and where the column reads padding). The moments are LocationMoments' and the statistics
+// ColumnStatistics', so the bits are those of the prepare pass.
+template <int kVectors, typename RowAt>
+ColumnStats<kVectors> StripStatistics(const ConvGeometry& g, int vectors, const RowAt& row) {
+  const int64_t cg = g.group_in_channels;
+  Lanes m[kVectors] = {}, s[kVectors] = {}, q[kVectors] = {};
+  for (int v = 0; v < vectors; ++v) {
+    Wide total;
+    for (int64_t c = 0; c < cg; ++c) total = total + Widen(VectorIsa::Load(row(c, v), VectorIsa::kLanes));
+    m[v] = Quotient(total, static_cast<double>(cg));
+    for (int64_t c = 0; c < cg; ++c) {
+      const Lanes d = VectorIsa::Load(row(c, v), VectorIsa::kLanes) - m[v];
+      s[v] += d;
+      q[v] += d * d;
+    }
+  }
+  const ColumnStats<kVectors> st = ColumnStatistics<kVectors>(g, vectors, [&](int which, int64_t, int v) {
+    return which == 0 ? m[v] : (which == 1 ? s[v] : q[v]);
+  });
+  if (g.center) {
+    for (int v = 0; v < vectors; ++v) {
+      for (int64_t c = 0; c < cg; ++c) {
+        VectorIsa::Store(row(c, v), VectorIsa::Load(row(c, v), VectorIsa::kLanes) - st.mean[v], VectorIsa::kLanes);
+      }
+    }
+  }
+  return st;
+}
+
 }  // namespace
 }  // namespace ncnn_onnx::cpu

@@ -23,6 +23,16 @@ inline void KernelOffset(const Spatial3& s, int64_t kk, int64_t (&k)[3]) {
   k[0] = kk / (s.kernel[2] * s.kernel[1]);
 }
 
+// The kernel offset after k (the last dim moves fastest), without KernelOffset's divisions: the load
+// tables are rebuilt for every strip, and a 7x7 stem has as few channels as it has offsets.
+inline void NextKernelOffset(const Spatial3& s, int64_t (&k)[3]) {
+  if (++k[2] < s.kernel[2]) return;
+  k[2] = 0;
+  if (++k[1] < s.kernel[1]) return;
+  k[1] = 0;
+  ++k[0];
+}
+
 template <typename T>
 inline T* At(T* base, int64_t offset) {
   // A masked access may start before the tensor (its masked-off lanes are never touched); integer
@@ -58,13 +68,14 @@ struct RowSpan {
   int64_t x_offset, stats_offset;
 };
 
-// The spans of kernel offset kk in a strip; returns how many (at most map.runs).
-inline int RowSpans(const ConvGeometry& g, const Spatial3& s, const StripMap& map, int64_t kk, RowSpan* out) {
+// The spans of kernel offset k in a strip; returns how many (at most map.runs). Stride: the last stride,
+// a constant so that its divisions are shifts.
+template <int Stride>
+inline int RowSpans(const ConvGeometry& g, const Spatial3& s, const StripMap& map, const int64_t (&k)[3],
+                    RowSpan* out) {
   const int64_t x_image = g.in_channels * g.input_plane;
   const int64_t stats_image = g.group * 3 * g.input_plane;
-  const int64_t stride = s.stride[2];
-  int64_t k[3];
-  KernelOffset(s, kk, k);
+  constexpr int64_t stride = Stride;
   int count = 0;
   for (int r = 0; r < map.runs; ++r) {
     const Run& run = map.run[r];
@@ -126,7 +137,19 @@ inline bool LocationStatsAccepted(const ConvGeometry& g) {
   return g.stride[g.ndim - 1] == 1 || std::max(stats, x) <= INT32_MAX;
 }
 
+// Channels per group a strip block always holds whole (both backends' blocks are at least this many rows).
+constexpr int64_t kStripStatsMaxChannels = 128;
+
+// Pointwise layers (one kernel offset) whose group's channels fit one strip block, read by loads: a strip's
+// columns are then their own input locations, and their statistics come from the strip's block itself
+// (StripStatistics in location_math.h) in L1. A prepare pass would read X once more for the same numbers;
+// pointwise layers with few channels are bound by memory, not by their product.
+inline bool StatisticsInStrip(const ConvGeometry& g) {
+  return g.kernel_size == 1 && g.group_in_channels <= kStripStatsMaxChannels && g.stride[g.ndim - 1] <= 2;
+}
+
 inline int64_t LocationStatsTasks(const ConvGeometry& g) {
+  if (StatisticsInStrip(g)) return 0;
   return g.batch * g.group * ((g.input_plane + kStatsChunk - 1) / kStatsChunk);
 }
 

@@ -15,12 +15,21 @@ namespace {
 // The direct kernel's vectors: 4 floats, one SSE register on x86-64 (no square root across lanes in the
 // portable vector types, so lane by lane).
 struct VectorIsa {
+  static constexpr int kRegisters = 16;  // vector registers the compiler may allocate
   static constexpr int kLanes = 4;
   typedef float Vector __attribute__((vector_size(4 * kLanes)));
+  typedef int32_t Compared __attribute__((vector_size(4 * kLanes)));  // what comparing Vectors gives
+  static bool Any(Compared m) {
+    for (int l = 0; l < kLanes; ++l) {
+      if (m[l] != 0) return true;
+    }
+    return false;
+  }
   static Vector Sqrt(Vector v) {
     for (int l = 0; l < kLanes; ++l) v[l] = std::sqrt(v[l]);
     return v;
   }
+  static Vector ReciprocalSqrt(Vector v) { return (Vector{} + 1.0f) / Sqrt(v); }
   static void ToHalf(const Vector& v, Half* out) {
     for (int l = 0; l < kLanes; ++l) out[l] = FloatToHalf(v[l]);
   }

@@ -206,6 +206,8 @@ DIRECT = [
     ((1, 4, 6, 7, 8), (4, 1, 3, 3, 3), dict(group=4, pads=[1, 1, 1, 1, 1, 1])),
     ((1, 6, 11, 10), (6, 1, 5, 5), dict(group=6, strides=[1, 2], auto_pad="SAME_UPPER")),
     ((3, 12, 5, 4), (6, 2, 3, 3), dict(group=6, auto_pad="VALID")),
+    # enough groups that a task takes a block of them, rows shorter than a vector
+    ((2, 96, 7, 9), (96, 1, 5, 5), dict(group=96, pads=[2, 2, 2, 2])),
 ]
 
 
@@ -245,3 +247,23 @@ def test_direct_kernel_on_photographs(kernel, isa):
     w = (rng.standard_normal((6, 1, kernel, kernel)) / kernel).astype(np.float32)
     attributes = dict(group=3, pads=[kernel // 2] * 4)
     assert_parity(_run(nc_model(w, None, **attributes), photos), reference(photos, w, None, **attributes), np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_direct_kernel_flat_regions_among_varied_ones(dtype, isa):
+    """The direct kernel takes the mean as sum / I where no output of a vector may be flat, and redoes a
+    vector exactly where one may be: outputs whose patch lies in a flat region are exactly B, next to
+    outputs of varied patches in the same vector, at raw scale."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 255, (2, 80, 12, 37)).astype(dtype)
+    x[:, :, 2:9, 5:30] = 173.0
+    w = (rng.standard_normal((80, 1, 3, 3)) / 3).astype(dtype)
+    b = rng.standard_normal(80).astype(dtype)
+    attributes = dict(group=80, pads=[1, 1, 1, 1], epsilon=1e-30)
+    y = _run(nc_model(w, b, **attributes), x)
+    flat = y[:, :, 3:8, 6:29]
+    np.testing.assert_array_equal(flat, np.broadcast_to(b.reshape(1, -1, 1, 1), flat.shape))
+    varied = np.ones(y.shape[2:], bool)
+    varied[2:9, 5:30] = False
+    expected = reference(x, w, b, **attributes)
+    assert_parity(y[..., varied], expected[..., varied], dtype)
