@@ -139,8 +139,8 @@ def is_plain(center: bool, scale: bool) -> bool:
 
 
 def is_native(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry, center: bool, scale: bool) -> bool:
-    """Depthwise float32 CPU layers run the native kernels (`_native_depthwise`), forward and backward;
-    they need no saved statistics."""
+    """Depthwise float32 CPU layers run native kernels: the deployed kernel's forward (`_native_conv`) and
+    the layer's backward (`_native_depthwise`), which needs no saved statistics."""
     return _native_depthwise.applies(x, weight, bias, geo.groups, center, scale)
 
 
@@ -265,7 +265,8 @@ def forward(
     if not for_backward and _native_conv.applies(x, weight, bias):
         return in_memory_format_of(_native_conv.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     if is_native(x, weight, bias, geo, center, scale):
-        return in_memory_format_of(_native_depthwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
+        # Its backward recomputes the statistics, so training takes the deployed kernel's forward too.
+        return in_memory_format_of(_native_conv.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     if _pointwise.applies(weight, geo):
         return in_memory_format_of(_pointwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     n, c = x.shape[:2]

@@ -1,8 +1,9 @@
-"""The layer's native depthwise kernels (runtime/layer/depthwise.cc), called through ctypes.
+"""The layer's native depthwise backward (runtime/layer/depthwise.cc), called through ctypes.
 
 A depthwise NC patch is K values of one channel, so `_algorithm`'s decomposition has nothing to factor
-out and builds K-times-the-input patch maps; these kernels read each patch straight from the input,
-forward and backward (the backward recomputes the statistics, so training saves only x and W).
+out and builds K-times-the-input patch maps; this kernel reads each patch straight from the input and
+recomputes the statistics, so training saves only x and W. The forward, training included, is the
+deployed CPU kernel's (`_native_conv`).
 
 Used for float32 CPU tensors of layers with one input channel per group, outside torch.func transforms
 (vmap and grad wrap tensors that have no data pointer); everything else takes `_algorithm`'s path
@@ -32,12 +33,11 @@ class _Call(ctypes.Structure):
         ("stride", _I64x3), ("dilation", _I64x3), ("pad_begin", _I64x3),
         ("epsilon", ctypes.c_float), ("center", ctypes.c_int32), ("scale", ctypes.c_int32),
         ("threads", ctypes.c_int32),
-        ("x", _POINTER), ("weight", _POINTER), ("bias", _POINTER), ("y", _POINTER),
-        ("grad_y", _POINTER), ("grad_x", _POINTER), ("grad_weight", _POINTER),
+        ("x", _POINTER), ("weight", _POINTER), ("grad_y", _POINTER), ("grad_x", _POINTER), ("grad_weight", _POINTER),
     ]
 
 
-_native.declare(_Call, "ncnn_onnx_depthwise_forward", "ncnn_onnx_depthwise_backward")
+_native.declare(_Call, "ncnn_onnx_depthwise_backward")
 
 
 def applies(x: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int, center: bool, scale: bool) -> bool:
@@ -59,19 +59,6 @@ def _call(x: Tensor, weight: Tensor, out_size, geo, eps: float, center: bool, sc
                          ("stride", geo.stride), ("dilation", geo.dilation), ("pad_begin", geo.pads[:k])):
         getattr(call, name)[:k] = [int(v) for v in values]
     return call
-
-
-def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo, eps: float, center: bool, scale: bool) -> Tensor:
-    """Y (contiguous, float32) of depthwise NC."""
-    x = x.detach().contiguous()
-    weight = weight.detach().contiguous()
-    bias = None if bias is None else bias.detach().contiguous()
-    out_size = geo.output_size(x.shape[2:], weight.shape[2:])
-    y = x.new_empty(x.shape[0], weight.shape[0], *out_size)
-    call = _call(x, weight, out_size, geo, eps, center, scale)
-    call.x, call.weight, call.bias, call.y = _pointer(x), _pointer(weight), _pointer(bias), _pointer(y)
-    _native.run("ncnn_onnx_depthwise_forward", call)
-    return y
 
 
 def backward(grad_y: Tensor, x: Tensor, weight: Tensor, geo, eps: float, center: bool, scale: bool,

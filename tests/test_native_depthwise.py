@@ -1,7 +1,7 @@
-"""The layer's native depthwise kernels (ncnn_onnx/_native_depthwise.py, runtime/layer/depthwise.cc):
-float32 CPU depthwise layers take them, forward and backward; they must agree with the float64
-reference, with the PyTorch path they replace, and keep the contract's exact cases (flat patches,
-non-finite values), on every rank and geometry."""
+"""The layer's native depthwise path (ncnn_onnx/_native_depthwise.py, runtime/layer/depthwise.cc): float32
+CPU depthwise layers take the deployed kernel's forward and the layer's backward; they must agree with
+the float64 reference, with the PyTorch path they replace, and keep the contract's exact cases (flat
+patches, non-finite values), on every rank and geometry."""
 
 from __future__ import annotations
 
@@ -165,11 +165,11 @@ def test_transforms_and_other_dtypes_take_the_pytorch_path():
 
 @pytest.mark.parametrize("field, value", [("input", 2**40), ("output", 2**40), ("kernel", 2**31), ("stride", 2**62)])
 def test_sizes_that_overflow_are_refused_before_any_access(field, value):
-    """The kernels compute every size with overflow-checked arithmetic: a wrapped size would index wildly."""
+    """The kernel computes every size with overflow-checked arithmetic: a wrapped size would index wildly."""
     x, w = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3)
     geo = ConvGeometry((1, 1), (1,) * 4, (1, 1), 1)
     call = _native_depthwise._call(x, w, [4, 4], geo, 1e-5, True, True)
     getattr(call, field)[0] = getattr(call, field)[1] = value
-    call.x, call.weight, call.y = x.data_ptr(), w.data_ptr(), x.data_ptr()
+    call.x, call.weight, call.grad_y = x.data_ptr(), w.data_ptr(), x.data_ptr()
     with pytest.raises(RuntimeError, match="overflows a 64-bit integer"):
-        _native.run("ncnn_onnx_depthwise_forward", call)
+        _native.run("ncnn_onnx_depthwise_backward", call)

@@ -82,9 +82,10 @@ def build_function(opset: int, working_type: int = TensorProto.FLOAT) -> Functio
     b = _Body()
     minus1 = b.const([-1])
 
-    # Shapes: N, C, spatial of X; M, cg, kernel of W; G = C / cg; K = prod(kernel).
+    # Shapes: C, spatial of X; M, cg, kernel of W; G = C / cg; K = prod(kernel). Reshapes leave the batch
+    # size to 0 (copy) or -1 (infer), so no Shape node reads it.
     s = _Shapes(
-        n=b("Shape", "X", start=0, end=1), c=b("Shape", "X", start=1, end=2), spatial=b("Shape", "X", start=2),
+        c=b("Shape", "X", start=1, end=2), spatial=b("Shape", "X", start=2),
         m_out=b("Shape", "W", start=0, end=1), cg=b("Shape", "W", start=1, end=2), kernel=b("Shape", "W", start=2),
     )
     s.k = b("ReduceProd", s.kernel, keepdims=1)
@@ -155,7 +156,8 @@ class _Flags(_Shapes):
 
 def _exact_mean(b: _Body, values: str, axis: str) -> str:
     """The mean along `axis`, and where the values along it are all equal, that value itself (the rounded
-    mean of equal values need not be), so an exactly flat patch centres to exactly 0 for every epsilon."""
+    mean of equal values need not be), so an exactly flat patch centres to exactly 0 for every epsilon.
+    (A float64 mean of float32 values would be exact too, but its Cast costs more than the two passes.)"""
     low = b("ReduceMin", values, axis, keepdims=1)
     mean = b("ReduceMean", values, axis, keepdims=1)
     return b("Where", b("Equal", low, b("ReduceMax", values, axis, keepdims=1)), low, mean)
@@ -177,10 +179,13 @@ def _depthwise_body(b: _Body, s: _Shapes, f: _Flags, onehot, bias, working_type)
     xw, ww = b("Cast", "X", to=working_type), b("Cast", "W", to=working_type)
     planes = b("Reshape", xw, b("Concat", minus1, b.const([1]), s.spatial, axis=0))  # (N*C, 1, D...)
     patches_conv = b("Conv", planes, onehot, refs=patch_refs)  # (N*C, K, O...)
-    patches = b("Reshape", patches_conv, b("Concat", s.n, s.g, s.k, minus1, axis=0))  # (N, G, K, P)
+    out_spatial = b("Shape", patches_conv, start=2)
+    out_plane = b("ReduceProd", out_spatial, keepdims=1)
+    patches = b("Reshape", patches_conv, b("Concat", minus1, s.g, s.k, out_plane, axis=0))  # (N, G, K, P)
     dev = b("Sub", patches, _exact_mean(b, patches, axis2))
     r = b("ReduceMean", dev, axis2, keepdims=1)  # (N, G, 1, P)
-    var = b("Sub", b("ReduceMean", b("Mul", dev, dev), axis2, keepdims=1), b("Mul", r, r))
+    mean_square = b("Div", b("ReduceSumSquare", dev, axis2, keepdims=1), b("Cast", s.k, to=working_type))
+    var = b("Sub", mean_square, b("Mul", r, r))
     factor = _normalized(b, f, var)
     w_g = b("Reshape", ww, b("Concat", s.g, s.m_per_g, s.k, axis=0))  # (G, M/G, K)
     wsum = b("ReduceSum", w_g, axis2, keepdims=1)  # (G, M/G, 1)
@@ -188,7 +193,7 @@ def _depthwise_body(b: _Body, s: _Shapes, f: _Flags, onehot, bias, working_type)
     correction = b("Mul", wsum, b("Where", f.center, r, f.zero))
     y = b("Mul", b("Sub", product, correction), factor)
     bias_g = b("Reshape", bias, b("Concat", b.const([1]), s.g, s.m_per_g, b.const([1]), axis=0))
-    out_shape = b("Concat", s.n, s.m_out, b("Shape", patches_conv, start=2), axis=0)
+    out_shape = b("Concat", b.const([0]), s.m_out, out_spatial, axis=0)
     return b("Reshape", b("Add", y, bias_g), out_shape)
 
 
@@ -210,14 +215,14 @@ def _general_body(b: _Body, s: _Shapes, f: _Flags, onehot, bias, working_type) -
 
     # Channel-centre per group and location, in the working type.
     xw, ww = b("Cast", "X", to=working_type), b("Cast", "W", to=working_type)
-    xg = b("Reshape", xw, b("Concat", s.n, s.g, s.cg, minus1, axis=0))  # (N, G, cg, L)
+    xg = b("Reshape", xw, b("Concat", b.const([0]), s.g, s.cg, minus1, axis=0))  # (N, G, cg, L)
     # center=0, scale=0 is exactly Conv(X, W) + B, with IEEE non-finite results (inf stays inf, where
     # X - m would give inf - inf = NaN): m = 0 there makes xc = X and the patch term 0. The Where is on m,
     # cg times smaller than X, so the common path pays next to nothing for it.
     mean = b("Where", f.plain, f.zero, _exact_mean(b, xg, axis2))
     xc = b("Sub", xg, mean)
     resid = reduce("ReduceSum", xc)
-    sq = reduce("ReduceSum", b("Mul", xc, xc))
+    sq = reduce("ReduceSumSquare", xc)
     y1 = b("Conv", b("Reshape", xc, b("Shape", "X")), ww, refs=conv_refs)  # (N, M, O...)
 
     # Patches of the three maps by the one-hot kernel: (N*G, 3, D...) -> (N*G, 3K, O...).
@@ -226,7 +231,8 @@ def _general_body(b: _Body, s: _Shapes, f: _Flags, onehot, bias, working_type) -
     kern = b("Concat", *([onehot] * _MAPS), axis=0)
     patches = b("Conv", maps, kern, group=_MAPS, refs=patch_refs)
     # (N, G, 1, K, P) each: the singleton axis stays, so the K axis is 3 from here on.
-    pm, ps, pq = b("Split", b("Reshape", patches, b("Concat", s.n, s.g, b.const([_MAPS]), s.k, minus1, axis=0)),
+    out_plane = b("ReduceProd", b("Shape", patches, start=2), keepdims=1)
+    pm, ps, pq = b("Split", b("Reshape", patches, b("Concat", minus1, s.g, b.const([_MAPS]), s.k, out_plane, axis=0)),
                    axis=2, num_outputs=_MAPS, outputs=_MAPS)
 
     # Corrected two-pass statistics over the K patch locations:
@@ -244,7 +250,7 @@ def _general_body(b: _Body, s: _Shapes, f: _Flags, onehot, bias, working_type) -
     # Wsum (G, 1, M/G, K) @ (N, G, 1, K, P) -> (N, G, 1, M/G, P), added to Y1 in the same layout.
     wsum = b("ReduceSum", b("Reshape", ww, b("Concat", s.g, minus1, s.cg, s.k, axis=0)), axis2, keepdims=0)
     wsum = b("Reshape", wsum, b("Concat", s.g, b.const([1]), s.m_per_g, s.k, axis=0))
-    y1g = b("Reshape", y1, b("Concat", s.n, s.g, b.const([1]), s.m_per_g, minus1, axis=0))
+    y1g = b("Reshape", y1, b("Concat", b.const([0]), s.g, b.const([1]), s.m_per_g, minus1, axis=0))
     yg = b("Mul", b("Add", y1g, b("MatMul", wsum, term_in)), factor)
     bias_g = b("Reshape", bias, b("Concat", b.const([1]), s.g, b.const([1]), s.m_per_g, b.const([1]), axis=0))
     return b("Reshape", b("Add", yg, bias_g), b("Shape", y1))

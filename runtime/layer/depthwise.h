@@ -1,11 +1,13 @@
-// Depthwise NormalizedConv for the PyTorch layer (ncnn_onnx/_native_depthwise.py calls these through
-// ctypes): forward and backward on float32 CPU tensors, for layers with one input channel per group.
+// Depthwise NormalizedConv backward for the PyTorch layer (ncnn_onnx/_native_depthwise.py calls it through
+// ctypes) on float32 CPU tensors, for layers with one input channel per group. Their forward, training
+// included, is the deployed CPU kernel's (layer/conv.h, runtime/cpu/direct.h).
 //
 // Why native: a depthwise patch is K values of one channel, so the layer's decomposition in plain
 // PyTorch ops (ncnn_onnx/_algorithm.py) has nothing to factor out and materializes K-times-the-input
 // patch maps, forward and backward (30-40x the time and up to 65x the memory of Conv+GroupNorm). Here
 // each patch is read straight from a zero-padded copy of its channel, vectorized along output rows, and
-// the backward recomputes the statistics instead of saving them, so training keeps only x and W.
+// the backward recomputes the statistics instead of saving them, so training keeps only x and W (and the
+// forward needs no extra output).
 //
 // The arithmetic is the direct kernel's (runtime/cpu/direct.h), per patch: the mean (an exactly flat
 // patch gets its value itself, so it centres to exactly 0), then the corrected two-pass variance of
@@ -36,15 +38,12 @@ struct NcnnOnnxDepthwiseCall {
   int32_t threads;
   const float* x;
   const float* weight;
-  const float* bias;   // forward, may be null
-  float* y;            // forward output
-  const float* grad_y; // backward
-  float* grad_x;       // backward output, may be null
-  float* grad_weight;  // backward output, may be null
+  const float* grad_y;
+  float* grad_x;       // may be null
+  float* grad_weight;  // may be null
 };
 
 // 0 on success; otherwise a code whose meaning ncnn_onnx_layer_error (parallel.cc) names.
-int ncnn_onnx_depthwise_forward(const NcnnOnnxDepthwiseCall* call);
 int ncnn_onnx_depthwise_backward(const NcnnOnnxDepthwiseCall* call);
 
 }  // extern "C"
