@@ -106,6 +106,8 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
     model: ModelLike,
     providers: Optional[Sequence[Any]] = None,
     sess_options: Optional[ort.SessionOptions] = None,
+    *,
+    fuse_activations: bool = True,
     **kwargs: Any,
 ) -> ort.InferenceSession:
     """An ``onnxruntime.InferenceSession`` with the library registered.
@@ -114,6 +116,12 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
     ``ncnn_onnx`` domain other than 1 is refused with ValueError. ``providers`` defaults to
     ``["CPUExecutionProvider"]``. Other keyword arguments set SessionOptions attributes (see
     ``session_options``) on ``sess_options`` or on new options.
+
+    On the CPU provider alone, each NormalizedConv followed by an activation (Relu, LeakyRelu, Clip,
+    HardSigmoid, HardSwish, Sigmoid, x * Sigmoid(x)) runs as one node that applies the activation as it
+    stores its outputs (``fusion.py``); the model is rewritten in memory, never on disk. Models whose
+    weights live in external data files are left as they are, and ``fuse_activations=False`` turns the
+    rewrite off.
 
     ``sess_options`` is used, not copied (onnxruntime's SessionOptions cannot be copied without losing
     config entries, dimension overrides and added initializers): the library is registered on the object
@@ -138,4 +146,31 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
     if not isinstance(model, (str, bytes)):
         raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
     check_op_version(model)
-    return ort.InferenceSession(model, options, providers=list(providers or ["CPUExecutionProvider"]))
+    providers = list(providers or ["CPUExecutionProvider"])
+    if fuse_activations and all(_provider_name(p) == "CPUExecutionProvider" for p in providers):
+        model = _fused(model)
+    return ort.InferenceSession(model, options, providers=providers)
+
+
+def _provider_name(provider: Any) -> str:
+    return provider[0] if isinstance(provider, (tuple, list)) else str(provider)
+
+
+def _fused(model: Union[str, bytes]) -> Union[str, bytes]:
+    """The model with its activations fused (fusion.py), as bytes; the model itself where nothing fuses,
+    where it is not a model onnx can parse (onnxruntime then says what is wrong with it) or where its
+    weights live in external files (bytes could not point onnxruntime at them)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from .fusion import fuse_activations
+
+    try:
+        proto = onnx.load(model, load_external_data=False) if isinstance(model, str) else onnx.load_from_string(model)
+    except (DecodeError, OSError, ValueError):
+        return model
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return model
+    if fuse_activations(proto) == 0:
+        return model
+    return proto.SerializeToString()

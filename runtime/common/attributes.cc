@@ -1,5 +1,7 @@
 #include "attributes.h"
 
+#include "activation.h"
+
 #include <onnxruntime_c_api.h>
 
 #include <cmath>
@@ -139,7 +141,65 @@ void CheckAtLeast(const char* name, const std::vector<int64_t>& values, int64_t 
   }
 }
 
+bool ReadFloats(const OrtApi& api, const OrtKernelInfo* info, const char* name, std::vector<float>* out) {
+  size_t size = 0;
+  if (Succeeds(api, api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size)) && size > 0) {
+    out->assign(size, 0.0f);
+    ThrowOnError(api, api.KernelInfoGetAttributeArray_float(info, name, out->data(), &size));
+    return true;
+  }
+  const Stored stored = Probe(api, info, name);
+  if (stored != Stored::kAbsent && stored != Stored::kInts) WrongType(name, "a list of floats", stored);
+  return false;  // absent, or an empty list (which onnxruntime cannot tell apart)
+}
+
 }  // namespace
+
+Activation MakeActivation(const std::string& name, const std::vector<float>& params) {
+  struct Known {
+    const char* name;
+    ActivationKind kind;
+    size_t params;
+  };
+  static const Known kKnown[] = {
+      {"Relu", ActivationKind::kRelu, 0},         {"LeakyRelu", ActivationKind::kLeakyRelu, 1},
+      {"Clip", ActivationKind::kClip, 2},         {"HardSigmoid", ActivationKind::kHardSigmoid, 2},
+      {"HardSwish", ActivationKind::kHardSwish, 0}, {"Sigmoid", ActivationKind::kSigmoid, 0},
+      {"SiLU", ActivationKind::kSilu, 0},
+  };
+  for (const Known& known : kKnown) {
+    if (name != known.name) continue;
+    if (params.size() != known.params) {
+      throw InvalidArgument("attribute 'activation_params' must hold " + std::to_string(known.params) +
+                            " value(s) for activation '" + name + "', got " + std::to_string(params.size()));
+    }
+    for (float p : params) {
+      if (!std::isfinite(p)) throw InvalidArgument("attribute 'activation_params' must be finite for activation '" + name + "'");
+    }
+    Activation a;
+    a.kind = known.kind;
+    if (known.kind == ActivationKind::kHardSwish) {
+      a.alpha = 1.0f / 6.0f;
+      a.beta = 0.5f;
+    }
+    if (!params.empty()) a.alpha = params[0];
+    if (params.size() > 1) a.beta = params[1];
+    if (known.kind == ActivationKind::kClip && a.alpha > a.beta) {
+      throw InvalidArgument("attribute 'activation_params' of activation 'Clip' must be [min, max] with min <= max");
+    }
+    return a;
+  }
+  throw InvalidArgument("attribute 'activation' must be one of Relu, LeakyRelu, Clip, HardSigmoid, HardSwish, Sigmoid, "
+                        "SiLU, got '" + name + "'");
+}
+
+Activation ReadActivation(const OrtApi& api, const OrtKernelInfo* info) {
+  std::string name;
+  if (!ReadString(api, info, "activation", &name)) throw InvalidArgument("attribute 'activation' is required");
+  std::vector<float> params;
+  ReadFloats(api, info, "activation_params", &params);
+  return MakeActivation(name, params);
+}
 
 const char* AutoPadName(AutoPad auto_pad) {
   switch (auto_pad) {

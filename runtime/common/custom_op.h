@@ -5,9 +5,11 @@
 //
 // A Kernel type provides:
 //   static constexpr const char* kProvider;   // execution provider, e.g. "CPUExecutionProvider"
-//   Kernel(const OrtApi&, const OrtKernelInfo*, ONNXTensorElementDataType);
+//   Kernel(const OrtApi&, const OrtKernelInfo*, ONNXTensorElementDataType, bool activation);
+//     (activation: the node is a NormalizedConvActivation)
 //   void Compute(OrtKernelContext*) const;    // may run concurrently on one kernel
 //   const std::string& node_name() const;
+//   const char* op_name() const;              // kOpName or kActivationOpName
 #pragma once
 
 #include <onnxruntime_c_api.h>
@@ -20,14 +22,19 @@ namespace ncnn_onnx {
 
 inline constexpr const char* kDomain = "ncnn_onnx";
 inline constexpr const char* kOpName = "NormalizedConv";
+// NormalizedConv followed by an activation, as one node: what the Python session helper fuses the pair into
+// for the CPU provider (ncnn_onnx/runtime/fusion.py), with the attributes 'activation' and
+// 'activation_params' (common/activation.h). Not an exporter's op: files keep NormalizedConv.
+inline constexpr const char* kActivationOpName = "NormalizedConvActivation";
 inline constexpr int kOpVersion = 1;
 
 template <class Kernel>
 class KernelOp : public OrtCustomOp {
  public:
-  explicit KernelOp(ONNXTensorElementDataType type) : OrtCustomOp{}, type_(type) {
+  explicit KernelOp(ONNXTensorElementDataType type, bool activation = false)
+      : OrtCustomOp{}, type_(type), activation_(activation) {
     version = kOrtApiVersion;
-    GetName = [](const OrtCustomOp*) { return kOpName; };
+    GetName = [](const OrtCustomOp* op) { return static_cast<const KernelOp*>(op)->name(); };
     GetExecutionProviderType = [](const OrtCustomOp*) { return Kernel::kProvider; };
     // X's type picks the kernel; W and B accept any type so that a mismatch reaches the kernel, which
     // names it ("W has element type float32, expected float16 like X"), instead of onnxruntime's bare
@@ -62,12 +69,13 @@ class KernelOp : public OrtCustomOp {
                                         void** kernel) noexcept {
     *kernel = nullptr;
     std::string node;
+    const auto* self = static_cast<const KernelOp*>(op);
     try {
       node = NodeName(*api, info);
-      *kernel = new Kernel(*api, info, static_cast<const KernelOp*>(op)->type_);
+      *kernel = new Kernel(*api, info, self->type_, self->activation_);
       return nullptr;
     } catch (...) {
-      return StatusFromCurrentException(*api, kOpName, node);
+      return StatusFromCurrentException(*api, self->name(), node);
     }
   }
 
@@ -77,13 +85,16 @@ class KernelOp : public OrtCustomOp {
       k->Compute(context);
       return nullptr;
     } catch (...) {
-      return StatusFromCurrentException(Api(), kOpName, k->node_name());
+      return StatusFromCurrentException(Api(), k->op_name(), k->node_name());
     }
   }
 
   static void ORT_API_CALL Destroy(void* kernel) noexcept { delete static_cast<Kernel*>(kernel); }
 
+  const char* name() const { return activation_ ? kActivationOpName : kOpName; }
+
   ONNXTensorElementDataType type_;
+  bool activation_;
 };
 
 }  // namespace ncnn_onnx

@@ -104,6 +104,7 @@ struct VectorIsa {
 }  // namespace
 }  // namespace ncnn_onnx::cpu
 
+#include "activate.h"
 #include "direct.h"
 #include "location_math.h"
 
@@ -575,7 +576,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m256 sum = _mm256_load_ps(acc + m * kStrip + v * kLanes);
-            const __m256 out = _mm256_fmadd_ps(_mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum), Native(st.rstd[v]), bias);
+            const __m256 out = Native(Activate(
+                job.activation, AsLanes(_mm256_fmadd_ps(_mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum), Native(st.rstd[v]), bias))));
             for (int k = 0; k < store_count[v]; ++k) Store(At(y_channel, stores[v][k].offset), stores[v][k], out);
           }
         }

@@ -82,6 +82,7 @@ struct VectorIsa {
 }  // namespace
 }  // namespace ncnn_onnx::cpu
 
+#include "activate.h"
 #include "direct.h"
 #include "location_math.h"
 
@@ -495,7 +496,7 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m512 centred = _mm512_fnmadd_ps(Native(st.correction[v]), w_sum, acc[m][v]);
-            const __m512 out = _mm512_fmadd_ps(centred, Native(st.rstd[v]), bias);
+            const __m512 out = Native(Activate(job.activation, AsLanes(_mm512_fmadd_ps(centred, Native(st.rstd[v]), bias))));
             for (int k = 0; k < store_count[v]; ++k) {
               StoreLanes(At(y_channel, stores[v][k].offset), stores[v][k].mask, out);
             }

@@ -21,6 +21,7 @@
 #include <limits>
 #include <vector>
 
+#include "activate.h"
 #include "direct_plan.h"
 #include "half.h"
 #include "job.h"
@@ -248,10 +249,10 @@ struct DirectPending {
   int count = 0;
 };
 
-// Computes and stores the first Count pending vectors, and empties the list.
+// Computes and stores the first Count pending vectors (through the activation), and empties the list.
 template <int MG, int Count, typename T, int R>
 void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
-                 const float* bias, int64_t out_plane, DirectPending<T, R>* pending) {
+                 const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
   const float* at[Count];
   for (int r = 0; r < Count; ++r) at[r] = pending->at[r];
   DirectVector out[Count][MG];
@@ -263,20 +264,22 @@ void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* wei
       DirectOutputs<MG, 1, true>(g, one, pending->width + r, offsets, weights, weight_sums, bias, exact);
       for (int m = 0; m < MG; ++m) out[r][m] = exact[0][m];
     }
-    for (int m = 0; m < MG; ++m) DirectStoreLanes(pending->y[r] + m * out_plane, out[r][m], pending->width[r]);
+    for (int m = 0; m < MG; ++m) {
+      DirectStoreLanes(pending->y[r] + m * out_plane, Activate(activation, out[r][m]), pending->width[r]);
+    }
   }
   pending->count = 0;
 }
 
 template <int MG, typename T, int R>
 void DirectFlushRest(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
-                     const float* bias, int64_t out_plane, DirectPending<T, R>* pending) {
+                     const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
   static_assert(R <= 4, "a batch leaves at most three vectors");
   switch (pending->count) {
     case 0: break;
-    case 1: DirectFlush<MG, 1>(g, offsets, weights, weight_sums, bias, out_plane, pending); break;
-    case 2: DirectFlush<MG, 2 < R ? 2 : 1>(g, offsets, weights, weight_sums, bias, out_plane, pending); break;
-    default: DirectFlush<MG, 3 < R ? 3 : 1>(g, offsets, weights, weight_sums, bias, out_plane, pending); break;
+    case 1: DirectFlush<MG, 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
+    case 2: DirectFlush<MG, 2 < R ? 2 : 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
+    default: DirectFlush<MG, 3 < R ? 3 : 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
   }
 }
 
@@ -303,10 +306,10 @@ void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput
       pending.y[pending.count] = y_row + o2;
       pending.width[pending.count] = std::min<int64_t>(kDirectLanes, out_last - o2);
       if (++pending.count < R) continue;
-      DirectFlush<MG, R>(g, offsets, weights, weight_sums, bias, out_plane, &pending);
+      DirectFlush<MG, R>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
     }
   }
-  DirectFlushRest<MG>(g, offsets, weights, weight_sums, bias, out_plane, &pending);
+  DirectFlushRest<MG>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
 }
 
 template <int MG, typename T>

@@ -28,6 +28,7 @@ struct ForwardCall {
   const PackedWeights<Acc>* packed = nullptr;  // W (and B) packed ahead, or null: packed here
   T* y = nullptr;
   const ResourceLimits* limits = nullptr;
+  Activation activation;  // none for NormalizedConv
 };
 
 // Runs the call. run_tasks(job, run, tasks) must call run(job, t) for t in [0, tasks), in any order and
@@ -53,6 +54,7 @@ void Forward(const Backend& backend, const Routine<T, Acc>& preferred, const For
   job.panels = weights->panel_data.data();
   job.weight_sums = weights->weight_sums.data();
   job.bias = call_bias.empty() ? weights->bias_or_null() : call_bias.data();
+  job.activation = call.activation;
 
   void (*direct)(const Job<T, Acc>&, int64_t) = nullptr;
   if constexpr (std::is_same_v<T, float>) direct = backend.direct_f32;

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "../common/activation.h"
 #include "../common/geometry.h"
 
 namespace ncnn_onnx::cpu {
@@ -43,6 +44,8 @@ struct Job {
   // [N][group][3][input_plane]: per input location and group, the channel mean m, the residual
   // sum_c (x - m) and sum_c (x - m)^2. Allocated by the caller when the routine has prepare tasks.
   Acc* location_stats = nullptr;
+  // Applied to every output as it is stored (a NormalizedConvActivation node; none for NormalizedConv).
+  Activation activation;
 };
 
 struct TaskIndex {

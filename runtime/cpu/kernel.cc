@@ -57,8 +57,9 @@ struct ParallelRun {
 
 }  // namespace
 
-CpuKernel::CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type)
+CpuKernel::CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type, bool activation)
     : api_(api), node_name_(NodeName(api, info)), type_(type), attributes_(ReadConvAttributes(api, info)),
+      fused_(activation), activation_(activation ? ReadActivation(api, info) : Activation{}),
       backend_(SelectBackend()) {
   // A constant W (with B, when B is constant too) is checked and packed now: a bad model fails at session
   // creation, and calls skip the packing. A B that is not constant (a graph input) is read per call; an
@@ -138,6 +139,7 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
   forward.packed = constant;
   forward.y = static_cast<T*>(GetOutput(api_, context, 0, call.geometry.OutputShape()));
   forward.limits = &attributes_.limits;
+  forward.activation = activation_;
   Forward(backend_, preferred, forward, [&](const Job<T, Acc>& job, void (*run)(const Job<T, Acc>&, int64_t),
                                             int64_t tasks) { RunTasks(context, job, run, tasks); });
 }

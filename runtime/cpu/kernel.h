@@ -7,7 +7,9 @@
 #include <memory>
 #include <string>
 
+#include "../common/activation.h"
 #include "../common/attributes.h"
+#include "../common/custom_op.h"
 #include "../common/geometry.h"
 #include "backends.h"
 #include "weights.h"
@@ -18,9 +20,11 @@ class CpuKernel {
  public:
   static constexpr const char* kProvider = "CPUExecutionProvider";
 
-  CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type);
+  // activation: a NormalizedConvActivation node, whose activation is read from its attributes.
+  CpuKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type, bool activation);
   void Compute(OrtKernelContext* context) const;
   const std::string& node_name() const { return node_name_; }
+  const char* op_name() const { return fused_ ? kActivationOpName : kOpName; }
 
  private:
   template <typename T, typename Acc>
@@ -34,6 +38,8 @@ class CpuKernel {
   std::string node_name_;
   ONNXTensorElementDataType type_;
   ConvAttributes attributes_;
+  bool fused_;
+  Activation activation_;
   Backend backend_;
   // Packed at creation when W (and B, if given) are constant initializers; read-only afterwards, so
   // concurrent Compute calls share them.

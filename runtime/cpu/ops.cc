@@ -12,6 +12,9 @@ const std::vector<OrtCustomOp*>& CustomOps() {
       new KernelOp<CpuKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT),
       new KernelOp<CpuKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16),
       new KernelOp<CpuKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE),
+      new KernelOp<CpuKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, true),
+      new KernelOp<CpuKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, true),
+      new KernelOp<CpuKernel>(ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE, true),
   };
   return *ops;
 }

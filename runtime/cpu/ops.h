@@ -1,5 +1,5 @@
-// The CPU op definitions registered in the ncnn_onnx domain: NormalizedConv for float32, float16 and
-// float64 on CPUExecutionProvider. Static storage: they outlive every session that uses them.
+// The CPU op definitions registered in the ncnn_onnx domain: NormalizedConv and NormalizedConvActivation
+// for float32, float16 and float64 on CPUExecutionProvider. Static storage: they outlive every session that uses them.
 #pragma once
 
 #include <onnxruntime_c_api.h>

@@ -38,6 +38,7 @@ struct VectorIsa {
 }  // namespace
 }  // namespace ncnn_onnx::cpu
 
+#include "activate.h"
 #include "direct.h"
 
 namespace ncnn_onnx::cpu {
@@ -310,7 +311,7 @@ void RunTask(const Job<T, Acc>& job, int64_t task) {
         T* y_channel = job.y + channel * out_plane;
         const Acc* acc_r = acc + r * kStrip;
         for (int64_t j = 0; j < width; ++j) {
-          StoreValue(y_channel + y_offset[j], (acc_r[j] - correction[j] * w_sum) * rstd[j] + b);
+          StoreValue(y_channel + y_offset[j], Activate(job.activation, (acc_r[j] - correction[j] * w_sum) * rstd[j] + b));
         }
       }
     }

@@ -75,10 +75,15 @@ class CudaKernel {
  public:
   static constexpr const char* kProvider = "CUDAExecutionProvider";
 
-  CudaKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type)
-      : api_(api), node_name_(NodeName(api, info)), type_(type), attributes_(ReadConvAttributes(api, info)) {}
+  // Only NormalizedConv is registered for CUDA (the session helper fuses activations for the CPU provider
+  // alone), so `activation` is always false here.
+  CudaKernel(const OrtApi& api, const OrtKernelInfo* info, ONNXTensorElementDataType type, bool activation)
+      : api_(api), node_name_(NodeName(api, info)), type_(type), attributes_(ReadConvAttributes(api, info)) {
+    if (activation) throw InvalidArgument("NormalizedConvActivation has no CUDA kernel");
+  }
 
   const std::string& node_name() const { return node_name_; }
+  const char* op_name() const { return kOpName; }
 
   void Compute(OrtKernelContext* context) const {
     const ConvCall call = ReadCall(api_, context, attributes_, type_);
