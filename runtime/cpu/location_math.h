@@ -144,11 +144,19 @@ template <int kVectors, typename RowAt>
 ColumnStats<kVectors> StripStatistics(const ConvGeometry& g, int vectors, const RowAt& row) {
   const int64_t cg = g.group_in_channels;
   Lanes m[kVectors] = {}, s[kVectors] = {}, q[kVectors] = {};
-  for (int v = 0; v < vectors; ++v) {
-    Wide total;
-    for (int64_t c = 0; c < cg; ++c) total = total + Widen(VectorIsa::Load(row(c, v), VectorIsa::kLanes));
-    m[v] = Quotient(total, static_cast<double>(cg));
-    for (int64_t c = 0; c < cg; ++c) {
+  // Channels outer, the strip's vectors inner: their sums are independent chains, each an add's latency
+  // long per channel, which one vector at a time would wait out (vectors past the strip's are computed
+  // on whatever the block holds there and never used).
+  Wide total[kVectors];
+  for (int64_t c = 0; c < cg; ++c) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) total[v] = total[v] + Widen(VectorIsa::Load(row(c, v), VectorIsa::kLanes));
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < kVectors; ++v) m[v] = Quotient(total[v], static_cast<double>(cg));
+  for (int64_t c = 0; c < cg; ++c) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) {
       const Lanes d = VectorIsa::Load(row(c, v), VectorIsa::kLanes) - m[v];
       s[v] += d;
       q[v] += d * d;
