@@ -1,12 +1,10 @@
-"""Each NormalizedConv and the residual Add and activation that alone read its output, fused into one node
-for the CPU kernel.
+"""Each NormalizedConv and the activation that alone reads its output, fused into one node for the CPU kernel.
 
-onnxruntime fuses a Conv with the Add and activation after it, but cannot fuse into a custom op: an NC
-model ran every Relu, HardSwish, x * Sigmoid(x) or residual Add as a node of its own, one more pass over
-each output (a fifth of mobilenet_v3_small's time at batch 8). ``ncnn_onnx::NormalizedConvActivation`` is
-NormalizedConv with an optional fourth input Z and the attributes ``activation`` and ``activation_params``
-(runtime/common/activation.h): Y = activation(NormalizedConv(X, W, B) + Z), computed as each output is
-stored.
+onnxruntime fuses a Conv with the activation after it, but cannot fuse into a custom op: an NC model ran
+every Relu, HardSwish or x * Sigmoid(x) as a node of its own, one more pass over each output (a fifth of
+mobilenet_v3_small's time at batch 8). ``ncnn_onnx::NormalizedConvActivation`` is NormalizedConv with the
+attributes ``activation`` and ``activation_params`` (runtime/common/activation.h); the library's CPU
+kernel applies the activation as it stores each output.
 
 Only the session helper (``ncnn_onnx.runtime.InferenceSession``) rewrites, in memory and for the CPU
 provider alone: exported files keep NormalizedConv and its fallback function, so they run anywhere. The
@@ -15,7 +13,6 @@ fused op has neither a fallback function nor a CUDA kernel.
     Relu, LeakyRelu, HardSigmoid, HardSwish, Sigmoid     the node reading the NC output
     Clip                                                 with constant (or absent) min and max
     SiLU                                                 Mul(y, Sigmoid(y)) in either order
-    Add(y, z), then optionally one of the above          where shape inference gives z the shape of y
 """
 
 from __future__ import annotations
@@ -40,24 +37,15 @@ def fuse_activations(model) -> int:
     # Values a subgraph (an If or Loop body) reads are kept as they are, like graph outputs.
     outputs = {o.name for o in graph.output} | _read_by_subgraphs(graph)
     constants = _constants(graph)
-    shapes = _inferred_shapes(model)
     replace: dict[int, object] = {}  # id(node) -> its fused node, or None: removed
     for node in graph.node:
         if node.domain != DOMAIN or node.op_type != NC_OP or node.output[0] in outputs or id(node) in replace:
             continue
-        y = node.output[0]
-        if any(id(r) in replace for r in consumers.get(y, [])):
-            continue  # read by a node fused already (the other branch of a residual Add)
-        z, added = _residual_after(y, consumers, shapes)
-        tail = y if z is None else added
-        found = None if tail in outputs else _activation_after(tail, consumers, outputs, constants)
-        if z is not None:
-            add = consumers[y][0]
-            found = ("", [], [add]) if found is None else (found[0], found[1], [add] + found[2])
+        found = _activation_after(node.output[0], consumers, outputs, constants)
         if found is None:
             continue
         name, params, absorbed = found
-        fused = _fused_node(node, name, params, absorbed[-1].output[0], z)
+        fused = _fused_node(node, name, params, absorbed[-1].output[0])
         replace[id(node)] = None
         for i, gone in enumerate(absorbed):
             replace[id(gone)] = fused if i == len(absorbed) - 1 else None
@@ -79,52 +67,6 @@ def _read_by_subgraphs(graph) -> set:
                 names |= _read_by_subgraphs(sub)
                 names.update(o.name for o in sub.output)
     return names
-
-
-def _inferred_shapes(model) -> dict:
-    """Value name -> shape (a tuple of ints and dim names) where onnx's shape inference knows every dim."""
-    import onnx
-
-    import ncnn_onnx.export  # noqa: F401  (registers NormalizedConv's schema with onnx.defs)
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - any failure only means no residual Add is fused
-        return {}
-    graph = inferred.graph
-    shapes = {}
-    for info in list(graph.value_info) + list(graph.input) + list(graph.output):
-        tensor = info.type.tensor_type
-        if not tensor.HasField("shape"):
-            continue
-        dims = []
-        for d in tensor.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(d.dim_value)
-            elif d.HasField("dim_param") and d.dim_param:
-                dims.append(d.dim_param)
-            else:
-                break
-        else:
-            shapes[info.name] = tuple(dims)
-    for t in graph.initializer:
-        shapes[t.name] = tuple(t.dims)
-    return shapes
-
-
-def _residual_after(y: str, consumers, shapes) -> tuple[Optional[str], str]:
-    """(z, the Add's output) where y's one reader is Add(y, z) with z of y's shape (broadcasting, which the
-    kernel does not, is left to onnxruntime), else (None, y)."""
-    readers = consumers.get(y, [])
-    if len(readers) != 1:
-        return None, y
-    add = readers[0]
-    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2 or y not in add.input:
-        return None, y
-    z = add.input[1] if add.input[0] == y else add.input[0]
-    if z == y or shapes.get(z) is None or shapes.get(z) != shapes.get(y):
-        return None, y
-    return z, add.output[0]
 
 
 def _constants(graph) -> dict:
@@ -192,16 +134,12 @@ def _single_input_params(act, constants) -> Optional[tuple[str, list]]:
     return None
 
 
-def _fused_node(nc, activation: str, params: list, output: str, z: Optional[str]):
+def _fused_node(nc, activation: str, params: list, output: str):
     from onnx import helper
 
-    inputs = list(nc.input)
-    if z is not None:
-        inputs = (inputs + [""] * (3 - len(inputs)))[:3] + [z]
-    node = helper.make_node(ACTIVATION_OP, inputs, [output], name=nc.name, domain=DOMAIN)
+    node = helper.make_node(ACTIVATION_OP, list(nc.input), [output], name=nc.name, domain=DOMAIN)
     node.attribute.extend(nc.attribute)
-    if activation:
-        node.attribute.append(helper.make_attribute("activation", activation))
+    node.attribute.append(helper.make_attribute("activation", activation))
     if params:
         node.attribute.append(helper.make_attribute("activation_params", [float(p) for p in params]))
     return node

@@ -30,8 +30,8 @@ struct Activation {
 };
 
 // The attributes 'activation' (a string naming one of the kinds above, as ONNX spells the op: "Relu",
-// "LeakyRelu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "SiLU"; absent: none) and 'activation_params'
-// (floats: LeakyRelu [alpha], Clip [min, max], HardSigmoid [alpha, beta], none for the others). Throws
+// "LeakyRelu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "SiLU") and 'activation_params' (floats:
+// LeakyRelu [alpha], Clip [min, max], HardSigmoid [alpha, beta], none for the others). Throws
 // InvalidArgument naming what is wrong: an unknown name, the wrong number of parameters, a parameter that
 // is not finite, or Clip's min above its max.
 Activation ReadActivation(const OrtApi& api, const OrtKernelInfo* info);

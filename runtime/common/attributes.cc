@@ -195,13 +195,7 @@ Activation MakeActivation(const std::string& name, const std::vector<float>& par
 
 Activation ReadActivation(const OrtApi& api, const OrtKernelInfo* info) {
   std::string name;
-  if (!ReadString(api, info, "activation", &name)) {
-    std::vector<float> params;
-    if (ReadFloats(api, info, "activation_params", &params)) {
-      throw InvalidArgument("attribute 'activation_params' is given without 'activation'");
-    }
-    return Activation{};  // none: the node only adds Z
-  }
+  if (!ReadString(api, info, "activation", &name)) throw InvalidArgument("attribute 'activation' is required");
   std::vector<float> params;
   ReadFloats(api, info, "activation_params", &params);
   return MakeActivation(name, params);

@@ -22,10 +22,9 @@ namespace ncnn_onnx {
 
 inline constexpr const char* kDomain = "ncnn_onnx";
 inline constexpr const char* kOpName = "NormalizedConv";
-// NormalizedConv, an optional fourth input Z added to its output (a residual connection, Z of Y's shape),
-// then an optional activation: Y = activation(NormalizedConv(X, W, B) + Z). What the Python session helper
-// fuses the nodes into for the CPU provider (ncnn_onnx/runtime/fusion.py), with the attributes 'activation'
-// and 'activation_params' (common/activation.h). Not an exporter's op: files keep NormalizedConv.
+// NormalizedConv followed by an activation, as one node: what the Python session helper fuses the pair into
+// for the CPU provider (ncnn_onnx/runtime/fusion.py), with the attributes 'activation' and
+// 'activation_params' (common/activation.h). Not an exporter's op: files keep NormalizedConv.
 inline constexpr const char* kActivationOpName = "NormalizedConvActivation";
 inline constexpr int kOpVersion = 1;
 
@@ -43,12 +42,11 @@ class KernelOp : public OrtCustomOp {
     GetInputType = [](const OrtCustomOp* op, size_t index) {
       return index == 0 ? static_cast<const KernelOp*>(op)->type_ : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     };
-    // NormalizedConvActivation has a fourth, optional input: Z, added before the activation.
-    GetInputTypeCount = [](const OrtCustomOp* op) -> size_t { return static_cast<const KernelOp*>(op)->activation_ ? 4 : 3; };
+    GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 3; };
     GetOutputType = [](const OrtCustomOp* op, size_t) { return static_cast<const KernelOp*>(op)->type_; };
     GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
     GetInputCharacteristic = [](const OrtCustomOp*, size_t index) {
-      return index >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+      return index == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
     };
     GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
     GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };

@@ -457,21 +457,6 @@ void Multiply(int channels, int vectors, int64_t rows, const float* a, const flo
   }
 }
 
-// The lanes of `op` from p (a Z input laid out like Y), zeros elsewhere; nothing else is read.
-inline __m256 Load(const float* p, const StoreOp& op) {
-  return op.full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, op.mask.Get());
-}
-
-inline __m256 Load(const Half* p, const StoreOp& op) {
-  if (op.full) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  // No 16-bit masked load: the lanes' halves one by one.
-  alignas(16) Half lanes[kLanes] = {};
-  for (int l = 0; l < kLanes; ++l) {
-    if (op.mask.lane[l]) lanes[l] = *At(p, l);
-  }
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(lanes)));
-}
-
 inline void Store(float* p, const StoreOp& op, __m256 v) {
   if (op.full) {
     _mm256_storeu_ps(p, v);
@@ -587,17 +572,13 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           const __m256 w_sum = _mm256_set1_ps(job.weight_sums[channel]);
           const __m256 bias = _mm256_set1_ps(job.bias != nullptr ? job.bias[channel] : 0.0f);
           T* y_channel = job.y + channel * out_plane;
-          const T* z_channel = job.z != nullptr ? job.z + channel * out_plane : nullptr;
           const char* ahead = reinterpret_cast<const char*>(At(y_channel, y_ahead));
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m256 sum = _mm256_load_ps(acc + m * kStrip + v * kLanes);
-            const __m256 value = _mm256_fmadd_ps(_mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum), Native(st.rstd[v]), bias);
-            for (int k = 0; k < store_count[v]; ++k) {
-              const StoreOp& op = stores[v][k];
-              const __m256 total = z_channel != nullptr ? _mm256_add_ps(value, Load(At(z_channel, op.offset), op)) : value;
-              Store(At(y_channel, op.offset), op, Native(Activate(job.activation, AsLanes(total))));
-            }
+            const __m256 out = Native(Activate(
+                job.activation, AsLanes(_mm256_fmadd_ps(_mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum), Native(st.rstd[v]), bias))));
+            for (int k = 0; k < store_count[v]; ++k) Store(At(y_channel, stores[v][k].offset), stores[v][k], out);
           }
         }
       }

@@ -492,16 +492,13 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           const __m512 w_sum = _mm512_set1_ps(job.weight_sums[channel]);
           const __m512 bias = _mm512_set1_ps(job.bias != nullptr ? job.bias[channel] : 0.0f);
           T* y_channel = job.y + channel * out_plane;
-          const T* z_channel = job.z != nullptr ? job.z + channel * out_plane : nullptr;
           const char* ahead = reinterpret_cast<const char*>(At(y_channel, y_ahead));
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m512 centred = _mm512_fnmadd_ps(Native(st.correction[v]), w_sum, acc[m][v]);
-            const __m512 value = _mm512_fmadd_ps(centred, Native(st.rstd[v]), bias);
+            const __m512 out = Native(Activate(job.activation, AsLanes(_mm512_fmadd_ps(centred, Native(st.rstd[v]), bias))));
             for (int k = 0; k < store_count[v]; ++k) {
-              const StoreOp& op = stores[v][k];
-              const __m512 sum = z_channel != nullptr ? _mm512_add_ps(value, Window(At(z_channel, op.offset), op.mask)) : value;
-              StoreLanes(At(y_channel, op.offset), op.mask, Native(Activate(job.activation, AsLanes(sum))));
+              StoreLanes(At(y_channel, stores[v][k].offset), stores[v][k].mask, out);
             }
           }
         }

@@ -240,33 +240,6 @@ inline void DirectOffsets(const ConvGeometry& g, const Spatial3& s, const Padded
   }
 }
 
-// The first `width` values at p (Z, laid out like Y) as lanes, zeros after them; nothing past them is read.
-inline DirectVector DirectLoadLanes(const float* p, int64_t width) {
-  float lanes[kDirectLanes] = {};
-  std::memcpy(lanes, p, static_cast<size_t>(width) * sizeof(float));
-  return DirectLoad(lanes);
-}
-
-inline DirectVector DirectLoadLanes(const Half* p, int64_t width) {
-  float lanes[kDirectLanes] = {};
-  HalvesToFloats(p, width, lanes);
-  return DirectLoad(lanes);
-}
-
-// What computing and storing one panel's outputs needs besides their positions.
-template <typename T>
-struct DirectPanel {
-  const ConvGeometry* g;
-  const int64_t* offsets;     // DirectOffsets
-  const float* weights;       // [i][m]
-  const float* weight_sums;   // of the panel's channels
-  const float* bias;          // of the panel's channels, or null
-  int64_t out_plane;
-  const Activation* activation;
-  const T* y;                 // Y and Z (null without one): an output's Z is at its offset in Y
-  const T* z;
-};
-
 // Output vectors waiting to be computed together: where their patches start and their outputs go.
 template <typename T, int R>
 struct DirectPending {
@@ -276,39 +249,37 @@ struct DirectPending {
   int count = 0;
 };
 
-// Computes and stores the first Count pending vectors (adding Z, then the activation), and empties the list.
+// Computes and stores the first Count pending vectors (through the activation), and empties the list.
 template <int MG, int Count, typename T, int R>
-void DirectFlush(const DirectPanel<T>& p, DirectPending<T, R>* pending) {
+void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
+                 const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
   const float* at[Count];
   for (int r = 0; r < Count; ++r) at[r] = pending->at[r];
   DirectVector out[Count][MG];
-  const uint32_t inexact =
-      DirectOutputs<MG, Count, false>(*p.g, at, pending->width, p.offsets, p.weights, p.weight_sums, p.bias, out);
+  const uint32_t inexact = DirectOutputs<MG, Count, false>(g, at, pending->width, offsets, weights, weight_sums, bias, out);
   for (int r = 0; r < Count; ++r) {
     if ((inexact >> r) & 1u) {
       const float* one[1] = {at[r]};
       DirectVector exact[1][MG];
-      DirectOutputs<MG, 1, true>(*p.g, one, pending->width + r, p.offsets, p.weights, p.weight_sums, p.bias, exact);
+      DirectOutputs<MG, 1, true>(g, one, pending->width + r, offsets, weights, weight_sums, bias, exact);
       for (int m = 0; m < MG; ++m) out[r][m] = exact[0][m];
     }
     for (int m = 0; m < MG; ++m) {
-      T* y = pending->y[r] + m * p.out_plane;
-      DirectVector value = out[r][m];
-      if (p.z != nullptr) value += DirectLoadLanes(p.z + (y - p.y), pending->width[r]);
-      DirectStoreLanes(y, Activate(*p.activation, value), pending->width[r]);
+      DirectStoreLanes(pending->y[r] + m * out_plane, Activate(activation, out[r][m]), pending->width[r]);
     }
   }
   pending->count = 0;
 }
 
 template <int MG, typename T, int R>
-void DirectFlushRest(const DirectPanel<T>& p, DirectPending<T, R>* pending) {
+void DirectFlushRest(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
+                     const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
   static_assert(R <= 4, "a batch leaves at most three vectors");
   switch (pending->count) {
     case 0: break;
-    case 1: DirectFlush<MG, 1>(p, pending); break;
-    case 2: DirectFlush<MG, 2 < R ? 2 : 1>(p, pending); break;
-    default: DirectFlush<MG, 3 < R ? 3 : 1>(p, pending); break;
+    case 1: DirectFlush<MG, 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
+    case 2: DirectFlush<MG, 2 < R ? 2 : 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
+    default: DirectFlush<MG, 3 < R ? 3 : 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
   }
 }
 
@@ -317,12 +288,11 @@ template <int MG, typename T>
 void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput& padded, const int64_t* offsets,
                   const float* weights, int64_t n, int64_t first_channel, int64_t row_begin, int64_t row_end) {
   const ConvGeometry& g = *job.geometry;
-  const int64_t out_plane = g.output_plane;
-  const DirectPanel<T> panel{&g, offsets, weights, job.weight_sums + first_channel,
-                             job.bias != nullptr ? job.bias + first_channel : nullptr, out_plane, &job.activation,
-                             job.y, job.z};
+  const float* bias = job.bias != nullptr ? job.bias + first_channel : nullptr;
+  const float* weight_sums = job.weight_sums + first_channel;
   const int64_t phase_rows = padded.phases * padded.row;
   const int64_t out_last = s.output[2];
+  const int64_t out_plane = g.output_plane;
   // Output vectors are computed R at a time (DirectBatch), in row order; the last few together too.
   constexpr int R = DirectBatch<MG>();
   DirectPending<T, R> pending;
@@ -336,10 +306,10 @@ void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput
       pending.y[pending.count] = y_row + o2;
       pending.width[pending.count] = std::min<int64_t>(kDirectLanes, out_last - o2);
       if (++pending.count < R) continue;
-      DirectFlush<MG, R>(panel, &pending);
+      DirectFlush<MG, R>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
     }
   }
-  DirectFlushRest<MG>(panel, &pending);
+  DirectFlushRest<MG>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
 }
 
 template <int MG, typename T>

@@ -28,7 +28,6 @@ struct ForwardCall {
   const PackedWeights<Acc>* packed = nullptr;  // W (and B) packed ahead, or null: packed here
   T* y = nullptr;
   const ResourceLimits* limits = nullptr;
-  const T* z = nullptr;    // NormalizedConvActivation's Z (Y's shape), or null
   Activation activation;  // none for NormalizedConv
 };
 
@@ -55,7 +54,6 @@ void Forward(const Backend& backend, const Routine<T, Acc>& preferred, const For
   job.panels = weights->panel_data.data();
   job.weight_sums = weights->weight_sums.data();
   job.bias = call_bias.empty() ? weights->bias_or_null() : call_bias.data();
-  job.z = call.z;
   job.activation = call.activation;
 
   void (*direct)(const Job<T, Acc>&, int64_t) = nullptr;

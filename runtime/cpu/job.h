@@ -44,9 +44,7 @@ struct Job {
   // [N][group][3][input_plane]: per input location and group, the channel mean m, the residual
   // sum_c (x - m) and sum_c (x - m)^2. Allocated by the caller when the routine has prepare tasks.
   Acc* location_stats = nullptr;
-  // A NormalizedConvActivation node: Z (Y's shape, or null), added to each output before the activation,
-  // which is applied as the output is stored (none for NormalizedConv).
-  const T* z = nullptr;
+  // Applied to every output as it is stored (a NormalizedConvActivation node; none for NormalizedConv).
   Activation activation;
 };
 

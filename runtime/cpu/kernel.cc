@@ -140,15 +140,6 @@ void CpuKernel::Run(OrtKernelContext* context, const Routine<T, Acc>& preferred,
   forward.y = static_cast<T*>(GetOutput(api_, context, 0, call.geometry.OutputShape()));
   forward.limits = &attributes_.limits;
   forward.activation = activation_;
-  TensorInfo z;
-  if (fused_ && GetInput(api_, context, 3, &z)) {
-    CheckType("Z", z, TypeOf<T>::kValue);
-    if (z.shape != call.geometry.OutputShape()) {
-      throw InvalidArgument("input Z must have the output's shape " + ShapeString(call.geometry.OutputShape()) + ", got " +
-                            ShapeString(z.shape));
-    }
-    forward.z = static_cast<const T*>(z.data);
-  }
   Forward(backend_, preferred, forward, [&](const Job<T, Acc>& job, void (*run)(const Job<T, Acc>&, int64_t),
                                             int64_t tasks) { RunTasks(context, job, run, tasks); });
 }

@@ -309,12 +309,9 @@ void RunTask(const Job<T, Acc>& job, int64_t task) {
         const Acc w_sum = job.weight_sums[channel];
         const Acc b = job.bias != nullptr ? job.bias[channel] : Acc(0);
         T* y_channel = job.y + channel * out_plane;
-        const T* z_channel = job.z != nullptr ? job.z + channel * out_plane : nullptr;
         const Acc* acc_r = acc + r * kStrip;
         for (int64_t j = 0; j < width; ++j) {
-          Acc value = (acc_r[j] - correction[j] * w_sum) * rstd[j] + b;
-          if (z_channel != nullptr) value += LoadValue(z_channel + y_offset[j]);
-          StoreValue(y_channel + y_offset[j], Activate(job.activation, value));
+          StoreValue(y_channel + y_offset[j], Activate(job.activation, (acc_r[j] - correction[j] * w_sum) * rstd[j] + b));
         }
       }
     }
