@@ -186,30 +186,71 @@ template <bool kUnitStride>
 BlockStatistics Statistics(const Shape& s, const float* base, const float* w, const float* wsum,
                            std::vector<float>* lin) {
   const int64_t st = s.stride[2];
-  Block sum{}, low = Splat(std::numeric_limits<float>::infinity()), high = -low;
-  for (const int64_t off : s.tap_offset) {
-    const Block v = Load<kUnitStride>(base + off, st);
-    sum += v;
-    low = v < low ? v : low;
-    high = v > high ? v : high;
+  const int64_t* tap = s.tap_offset.data();
+  const int64_t taps = s.taps;
+  // Even and odd taps in two chains of sums, joined at the end: one chain waited on an add's latency at
+  // every tap.
+  const Block inf = Splat(std::numeric_limits<float>::infinity());
+  Block sum0{}, sum1{}, low0 = inf, low1 = inf, high0 = -inf, high1 = -inf;
+  int64_t t = 0;
+  for (; t + 1 < taps; t += 2) {
+    const Block v0 = Load<kUnitStride>(base + tap[t], st);
+    const Block v1 = Load<kUnitStride>(base + tap[t + 1], st);
+    sum0 += v0;
+    sum1 += v1;
+    low0 = v0 < low0 ? v0 : low0;
+    low1 = v1 < low1 ? v1 : low1;
+    high0 = v0 > high0 ? v0 : high0;
+    high1 = v1 > high1 ? v1 : high1;
   }
-  const float inv_taps = 1.0f / static_cast<float>(s.taps);
+  if (t < taps) {
+    const Block v0 = Load<kUnitStride>(base + tap[t], st);
+    sum0 += v0;
+    low0 = v0 < low0 ? v0 : low0;
+    high0 = v0 > high0 ? v0 : high0;
+  }
+  const Block low = low1 < low0 ? low1 : low0;
+  const Block high = high1 > high0 ? high1 : high0;
+  const float inv_taps = 1.0f / static_cast<float>(taps);
   BlockStatistics out;
   // An exactly flat patch: its value itself, since the rounded mean of equal values need not give it back.
-  out.mean = low == high ? low : sum * inv_taps;
+  out.mean = low == high ? low : (sum0 + sum1) * inv_taps;
   Block s1{}, s2{};
   if (s.multiplier > 1) std::fill(lin->begin(), lin->end(), 0.0f);
   Block single{};  // lin of a layer with one output channel per input channel, kept in a register
-  for (int64_t t = 0; t < s.taps; ++t) {
-    const Block v = Load<kUnitStride>(base + s.tap_offset[t], st);
-    const Block d = v - out.mean;
-    s1 += d;
-    s2 += d * d;
-    const Block term = s.center ? d : v;
-    if (s.multiplier == 1) {
-      single += w[t] * term;
-    } else {
-      for (int64_t j = 0; j < s.multiplier; ++j) Put(lin, j, Get(*lin, j) + w[j * s.taps + t] * term);
+  if (s.multiplier == 1 && s.center) {
+    Block s1b{}, s2b{}, singleb{};
+    for (t = 0; t + 1 < taps; t += 2) {
+      const Block d0 = Load<kUnitStride>(base + tap[t], st) - out.mean;
+      const Block d1 = Load<kUnitStride>(base + tap[t + 1], st) - out.mean;
+      s1 += d0;
+      s1b += d1;
+      s2 += d0 * d0;
+      s2b += d1 * d1;
+      single += w[t] * d0;
+      singleb += w[t + 1] * d1;
+    }
+    if (t < taps) {
+      const Block d0 = Load<kUnitStride>(base + tap[t], st) - out.mean;
+      s1 += d0;
+      s2 += d0 * d0;
+      single += w[t] * d0;
+    }
+    s1 += s1b;
+    s2 += s2b;
+    single += singleb;
+  } else {
+    for (t = 0; t < taps; ++t) {
+      const Block v = Load<kUnitStride>(base + tap[t], st);
+      const Block d = v - out.mean;
+      s1 += d;
+      s2 += d * d;
+      const Block term = s.center ? d : v;
+      if (s.multiplier == 1) {
+        single += w[t] * term;
+      } else {
+        for (int64_t j = 0; j < s.multiplier; ++j) Put(lin, j, Get(*lin, j) + w[j * taps + t] * term);
+      }
     }
   }
   if (s.multiplier == 1) Put(lin, 0, single);
