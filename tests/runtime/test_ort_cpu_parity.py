@@ -35,6 +35,10 @@ GRID = [
     ((2, 6, 11, 13), (5, 6, 1, 1), dict(strides=[2, 2])),
     ((1, 20, 9, 17), (6, 20, 3, 3), dict(strides=[1, 3], pads=[1, 1, 1, 1])),
     ((1, 4, 7, 30), (3, 4, 1, 3), dict(strides=[1, 2], dilations=[1, 2], pads=[0, 2, 0, 1])),
+    # Pointwise layers take their statistics from the strip up to 128 channels per group, beyond that from
+    # the moments pass; grouped, strided and padded.
+    ((2, 20, 9, 11), (12, 10, 1, 1), dict(group=2, strides=[2, 1], pads=[1, 0, 0, 1])),
+    ((1, 160, 6, 7), (24, 160, 1, 1), dict()),
 ]
 ISAS = available_isas()
 
