@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "activate.h"
@@ -60,6 +61,35 @@ struct DirectScratch {
   std::vector<float> weights;
 };
 
+template <size_t... I>
+inline DirectVector DirectEvens(DirectVector a, DirectVector b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, static_cast<int>(2 * I)...);
+}
+
+template <size_t... I>
+inline DirectVector DirectOdds(DirectVector a, DirectVector b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, static_cast<int>(2 * I + 1)...);
+}
+
+// A stride-2 row split into its phases: to[0][j] = src[2j] (count[0] values), to[1][j] = src[2j + 1]
+// (count[1] values), a vector of each at a time from two vectors of the row (stride-2 depthwise layers,
+// the first of every mobile network's stages, spent more on this copy one value at a time than on their
+// statistics). Nothing past src[length - 1] is read, nor past count values written.
+inline void DirectDeinterleave(const float* src, int64_t length, float* const (&to)[2], const int64_t (&count)[2]) {
+  constexpr auto kIndex = std::make_index_sequence<kDirectLanes>();
+  const int64_t vectorized = std::min({count[0], count[1], length / 2});
+  int64_t j = 0;
+  for (; j + kDirectLanes <= vectorized; j += kDirectLanes) {
+    const DirectVector a = DirectLoad(src + 2 * j), b = DirectLoad(src + 2 * j + kDirectLanes);
+    const DirectVector evens = DirectEvens(a, b, kIndex), odds = DirectOdds(a, b, kIndex);
+    std::memcpy(to[0] + j, &evens, sizeof evens);
+    std::memcpy(to[1] + j, &odds, sizeof odds);
+  }
+  for (int k = 0; k < 2; ++k) {
+    for (int64_t i = j; i < count[k]; ++i) to[k][i] = src[2 * i + k];
+  }
+}
+
 // `out`'s layout is set by the caller.
 template <typename T>
 void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out,
@@ -84,15 +114,23 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, Padd
         // Phase by phase: a strided read into a contiguous row, with no division per element (a 64-bit
         // division and remainder per value made stride-2 layers twice as slow as stride-1 ones).
         const int64_t phases = out->phases;
+        float* phase_to[2] = {nullptr, nullptr};
+        int64_t phase_count[2] = {0, 0};
         for (int64_t phase = 0; phase < phases; ++phase) {
           // The first input column whose padded position q = i2 + pad falls in this phase.
           const int64_t first = ((phase - s.pad[2]) % phases + phases) % phases;
           const int64_t col0 = (first + s.pad[2]) / phases;
           const int64_t count = std::min((s.input[2] - first + phases - 1) / phases, out->row - col0);
           float* to = dst + phase * out->row + col0;
+          if (phases == 2) {
+            phase_to[first] = to;
+            phase_count[first] = count;
+            continue;
+          }
           const float* from = src + first;
           for (int64_t j = 0; j < count; ++j) to[j] = from[j * phases];
         }
+        if (phases == 2) DirectDeinterleave(src, s.input[2], phase_to, phase_count);
       }
     }
   }
