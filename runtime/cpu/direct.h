@@ -33,6 +33,7 @@ namespace {
 
 using DirectVector = VectorIsa::Vector;
 constexpr int kDirectLanes = VectorIsa::kLanes;
+constexpr int kDirectHalf = kDirectLanes / 2;
 
 inline DirectVector DirectLoad(const float* p) {
   DirectVector v;
@@ -149,23 +150,57 @@ constexpr int DirectBatch() {
 // exactly flat: every value equal, but the rounded mean of equal values need not equal them. A flat
 // patch's computed variance is a few roundings of the (tiny) difference squared, far below this bound.
 // Lanes past `width` (the padding past a row's end, flat zeros) are not outputs.
-inline bool DirectMaybeFlat(const DirectVector& var, const DirectVector& mean, int64_t fan_in, int64_t width) {
+// With two rows packed in a vector (DirectRowsOf), the second's `width_high` outputs start at lane
+// kDirectHalf.
+inline bool DirectMaybeFlat(const DirectVector& var, const DirectVector& mean, int64_t fan_in, int64_t width,
+                            int64_t width_high) {
   const DirectVector bound = mean * (static_cast<float>(fan_in) * 0x1p-20f);
   VectorIsa::Compared lane;
   for (int l = 0; l < kDirectLanes; ++l) lane[l] = l;
-  return VectorIsa::Any((var <= bound * bound) & (lane < static_cast<int32_t>(width)));
+  const auto valid = (lane < static_cast<int32_t>(width)) |
+                     ((lane >= kDirectHalf) & (lane < static_cast<int32_t>(kDirectHalf + width_high)));
+  return VectorIsa::Any((var <= bound * bound) & valid);
+}
+
+typedef float DirectHalfVector __attribute__((vector_size(sizeof(float) * kDirectHalf)));
+
+template <size_t... I>
+inline DirectVector DirectJoin(DirectHalfVector low, DirectHalfVector high, std::index_sequence<I...>) {
+  return __builtin_shufflevector(low, high, static_cast<int>(I)...);
+}
+
+template <size_t... I>
+inline DirectVector DirectUpperHalf(DirectVector v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, static_cast<int>(kDirectHalf + I % kDirectHalf)...);
+}
+
+// A patch element of a vector's outputs: lanes from `low`, or with two rows packed, the first half of the
+// lanes from `low` and the second from `high`.
+template <bool Packed>
+inline DirectVector DirectLoadAt(const float* low, const float* high) {
+  if constexpr (Packed) {
+    DirectHalfVector a, b;
+    std::memcpy(&a, low, sizeof a);
+    std::memcpy(&b, high, sizeof b);
+    return DirectJoin(a, b, std::make_index_sequence<kDirectLanes>());
+  } else {
+    return DirectLoad(low);
+  }
 }
 
 // For each r < R: L outputs of MG channels at at[r] (the first patch element of lane 0; `offsets` are
-// those of the other elements, channel-major like W's rows) into y[r][m].
+// those of the other elements, channel-major like W's rows) into y[r][m]. Packed: the upper half of the
+// lanes are another row's outputs, at upper[r]; width_high[r] of them are outputs (0 where there is no
+// such row).
 //
 // Exact: the mean of an exactly flat patch is its value itself (smallest == largest), which costs two
 // more operations per patch element. Without it the mean is sum / I, and the call returns the bits of
 // the vectors r whose patches may be flat (DirectMaybeFlat); the caller recomputes those exactly, so
 // either way every output is what the exact pass gives.
-template <int MG, int R, bool Exact>
-uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const int64_t* width, const int64_t* offsets,
-                       const float* weights, const float* weight_sums, const float* bias, DirectVector (&y)[R][MG]) {
+template <int MG, int R, bool Exact, bool Packed>
+uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const float* const (&upper)[R],
+                       const int64_t* width, const int64_t* width_high, const int64_t* offsets, const float* weights,
+                       const float* weight_sums, const float* bias, DirectVector (&y)[R][MG]) {
   const int64_t fan_in = g.fan_in;
   const float inv = 1.0f / static_cast<float>(fan_in);
   const bool stats = g.center || g.scale;
@@ -180,7 +215,7 @@ uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const
     }
     for (int64_t i = 0; i < fan_in; ++i) {
       for (int r = 0; r < R; ++r) {
-        const DirectVector v = DirectLoad(at[r] + offsets[i]);
+        const DirectVector v = DirectLoadAt<Packed>(at[r] + offsets[i], upper[r] + offsets[i]);
         sum[r] += v;
         low[r] = v < low[r] ? v : low[r];
         high[r] = v > high[r] ? v : high[r];
@@ -190,7 +225,7 @@ uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const
   } else if (stats) {
     DirectVector sum[R] = {};
     for (int64_t i = 0; i < fan_in; ++i) {
-      for (int r = 0; r < R; ++r) sum[r] += DirectLoad(at[r] + offsets[i]);
+      for (int r = 0; r < R; ++r) sum[r] += DirectLoadAt<Packed>(at[r] + offsets[i], upper[r] + offsets[i]);
     }
     for (int r = 0; r < R; ++r) mean[r] = sum[r] * inv;
   }
@@ -201,7 +236,7 @@ uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const
     for (int64_t i = 0; i < fan_in; ++i) {
       const float* w = weights + i * MG;
       for (int r = 0; r < R; ++r) {
-        const DirectVector d = DirectLoad(at[r] + offsets[i]) - mean[r];
+        const DirectVector d = DirectLoadAt<Packed>(at[r] + offsets[i], upper[r] + offsets[i]) - mean[r];
         s1[r] += d;
         s2[r] += d * d;
         for (int m = 0; m < MG; ++m) acc[r][m] += d * w[m];
@@ -211,7 +246,7 @@ uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const
     for (int64_t i = 0; i < fan_in; ++i) {
       const float* w = weights + i * MG;
       for (int r = 0; r < R; ++r) {
-        const DirectVector v = DirectLoad(at[r] + offsets[i]);
+        const DirectVector v = DirectLoadAt<Packed>(at[r] + offsets[i], upper[r] + offsets[i]);
         if (stats) {
           const DirectVector d = v - mean[r];
           s1[r] += d;
@@ -228,7 +263,7 @@ uint32_t DirectOutputs(const ConvGeometry& g, const float* const (&at)[R], const
       mean_d = s1[r] * inv;
       DirectVector var = s2[r] * inv - mean_d * mean_d;
       var = var < 0.0f ? DirectVector{} : var;  // rounding below 0 is 0; NaN (a non-finite patch) stays NaN
-      if (!Exact && DirectMaybeFlat(var, mean[r], fan_in, width[r])) inexact |= 1u << r;
+      if (!Exact && DirectMaybeFlat(var, mean[r], fan_in, width[r], Packed ? width_high[r] : 0)) inexact |= 1u << r;
       if (g.scale) rstd = VectorIsa::ReciprocalSqrt(var + g.epsilon);
     }
     for (int m = 0; m < MG; ++m) {
@@ -284,45 +319,66 @@ struct DirectPending {
   const float* at[R];
   T* y[R];
   int64_t width[R];
+  // Packed (DirectRowsOf): the second row's outputs, in the upper half of the lanes (null, 0: none).
+  const float* high[R];
+  T* y_high[R];
+  int64_t width_high[R];
   int count = 0;
 };
 
 // Computes and stores the first Count pending vectors (through the activation), and empties the list.
-template <int MG, int Count, typename T, int R>
+template <int MG, int Count, bool Packed, typename T, int R>
 void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
                  const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
-  const float* at[Count];
-  for (int r = 0; r < Count; ++r) at[r] = pending->at[r];
+  const float *at[Count], *high[Count];
+  for (int r = 0; r < Count; ++r) {
+    at[r] = pending->at[r];
+    high[r] = pending->high[r];
+  }
   DirectVector out[Count][MG];
-  const uint32_t inexact = DirectOutputs<MG, Count, false>(g, at, pending->width, offsets, weights, weight_sums, bias, out);
+  const uint32_t inexact = DirectOutputs<MG, Count, false, Packed>(g, at, high, pending->width, pending->width_high,
+                                                                   offsets, weights, weight_sums, bias, out);
   for (int r = 0; r < Count; ++r) {
     if ((inexact >> r) & 1u) {
       const float* one[1] = {at[r]};
+      const float* one_high[1] = {high[r]};
       DirectVector exact[1][MG];
-      DirectOutputs<MG, 1, true>(g, one, pending->width + r, offsets, weights, weight_sums, bias, exact);
+      DirectOutputs<MG, 1, true, Packed>(g, one, one_high, pending->width + r, pending->width_high + r, offsets,
+                                         weights, weight_sums, bias, exact);
       for (int m = 0; m < MG; ++m) out[r][m] = exact[0][m];
     }
     for (int m = 0; m < MG; ++m) {
-      DirectStoreLanes(pending->y[r] + m * out_plane, Activate(activation, out[r][m]), pending->width[r]);
+      const DirectVector value = Activate(activation, out[r][m]);
+      DirectStoreLanes(pending->y[r] + m * out_plane, value, pending->width[r]);
+      if (Packed && pending->y_high[r] != nullptr) {
+        DirectStoreLanes(pending->y_high[r] + m * out_plane,
+                         DirectUpperHalf(value, std::make_index_sequence<kDirectLanes>()), pending->width_high[r]);
+      }
     }
   }
   pending->count = 0;
 }
 
-template <int MG, typename T, int R>
+template <int MG, bool Packed, typename T, int R>
 void DirectFlushRest(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
                      const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
   static_assert(R <= 4, "a batch leaves at most three vectors");
   switch (pending->count) {
     case 0: break;
-    case 1: DirectFlush<MG, 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
-    case 2: DirectFlush<MG, 2 < R ? 2 : 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
-    default: DirectFlush<MG, 3 < R ? 3 : 1>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
+    case 1: DirectFlush<MG, 1, Packed>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
+    case 2:
+      DirectFlush<MG, 2 < R ? 2 : 1, Packed>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending);
+      break;
+    default:
+      DirectFlush<MG, 3 < R ? 3 : 1, Packed>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending);
+      break;
   }
 }
 
-// Rows [row_begin, row_end) of one group's panel of MG output channels, from its padded input.
-template <int MG, typename T>
+// Rows [row_begin, row_end) of one group's panel of MG output channels, from its padded input. Packed: rows
+// of at most half a vector's outputs (the 7x7 maps of a network's last stage filled 7 of 16 lanes) go two
+// to a vector, the second in the upper half of the lanes.
+template <int MG, bool Packed, typename T>
 void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput& padded, const int64_t* offsets,
                   const float* weights, int64_t n, int64_t first_channel, int64_t row_begin, int64_t row_end) {
   const ConvGeometry& g = *job.geometry;
@@ -334,20 +390,29 @@ void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput
   // Output vectors are computed R at a time (DirectBatch), in row order; the last few together too.
   constexpr int R = DirectBatch<MG>();
   DirectPending<T, R> pending;
-  for (int64_t row = row_begin; row < row_end; ++row) {
+  auto row_at = [&](int64_t row) {
     const int64_t o0 = row / s.output[1];
     const int64_t o1 = row % s.output[1];
-    const float* row_at = padded.data.data() + (o0 * s.stride[0] * padded.extent[1] + o1 * s.stride[1]) * phase_rows;
-    T* y_row = job.y + (n * g.out_channels + first_channel) * out_plane + row * out_last;
+    return padded.data.data() + (o0 * s.stride[0] * padded.extent[1] + o1 * s.stride[1]) * phase_rows;
+  };
+  T* y_first = job.y + (n * g.out_channels + first_channel) * out_plane;
+  for (int64_t row = row_begin; row < row_end; row += Packed ? 2 : 1) {
+    const float* at = row_at(row);
+    T* y_row = y_first + row * out_last;
     for (int64_t o2 = 0; o2 < out_last; o2 += kDirectLanes) {
-      pending.at[pending.count] = row_at + o2;
-      pending.y[pending.count] = y_row + o2;
-      pending.width[pending.count] = std::min<int64_t>(kDirectLanes, out_last - o2);
+      const int k = pending.count;
+      pending.at[k] = at + o2;
+      pending.y[k] = y_row + o2;
+      pending.width[k] = std::min<int64_t>(kDirectLanes, out_last - o2);
+      const bool second = Packed && row + 1 < row_end;
+      pending.high[k] = second ? row_at(row + 1) : at;  // without a second row, lanes nobody stores
+      pending.y_high[k] = second ? y_row + out_last : nullptr;
+      pending.width_high[k] = second ? out_last : 0;
       if (++pending.count < R) continue;
-      DirectFlush<MG, R>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
+      DirectFlush<MG, R, Packed>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
     }
   }
-  DirectFlushRest<MG>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
+  DirectFlushRest<MG, Packed>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
 }
 
 template <int MG, typename T>
@@ -384,7 +449,9 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
     for (int64_t i = 0; i < g.fan_in; ++i) {
       for (int m = 0; m < MG; ++m) weights[static_cast<size_t>(i * MG + m)] = panel[i * kPanelRows + m];
     }
-    DirectRowsOf<MG>(job, s, padded, scratch.offsets.data(), weights.data(), n,
+    // Rows of at most half a vector go two to a vector (the lower half of each half is read from its own row).
+    const auto rows_of = s.output[2] <= kDirectHalf ? &DirectRowsOf<MG, true, T> : &DirectRowsOf<MG, false, T>;
+    rows_of(job, s, padded, scratch.offsets.data(), weights.data(), n,
                      grp * g.group_out_channels + panel_index * kPanelRows, row_begin, row_end);
   }
 }

@@ -212,6 +212,8 @@ DIRECT = [
     ((3, 12, 5, 4), (6, 2, 3, 3), dict(group=6, auto_pad="VALID")),
     # enough groups that a task takes a block of them, rows shorter than a vector
     ((2, 96, 7, 9), (96, 1, 5, 5), dict(group=96, pads=[2, 2, 2, 2])),
+    # rows of at most half a vector go two to a vector, here an odd number of them (3 rows of 4)
+    ((2, 24, 5, 7), (24, 1, 3, 3), dict(group=24, strides=[2, 2], pads=[1, 1, 1, 1])),
 ]
 
 
@@ -253,21 +255,25 @@ def test_direct_kernel_on_photographs(kernel, isa):
     assert_parity(_run(nc_model(w, None, **attributes), photos), reference(photos, w, None, **attributes), np.float32)
 
 
+@pytest.mark.parametrize("width", [37, 6])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_direct_kernel_flat_regions_among_varied_ones(dtype, isa):
+def test_direct_kernel_flat_regions_among_varied_ones(dtype, width, isa):
     """The direct kernel takes the mean as sum / I where no output of a vector may be flat, and redoes a
     vector exactly where one may be: outputs whose patch lies in a flat region are exactly B, next to
-    outputs of varied patches in the same vector, at raw scale."""
+    outputs of varied patches in the same vector (rows of 6 go two to a vector on AVX-512), at raw scale."""
     rng = np.random.default_rng(7)
-    x = rng.uniform(0, 255, (2, 80, 12, 37)).astype(dtype)
-    x[:, :, 2:9, 5:30] = 173.0
+    x = rng.uniform(0, 255, (2, 80, 12, width)).astype(dtype)
+    cols = slice(5, 30) if width > 30 else slice(0, width)  # a narrow map: whole rows flat
+    inner = slice(cols.start + 1, cols.stop - 1)  # outputs whose 3x3 patch lies in the region (pads are 0)
+    x[:, :, 2:9, cols] = 173.3  # its rounded sum over 9 need not give it back
     w = (rng.standard_normal((80, 1, 3, 3)) / 3).astype(dtype)
     b = rng.standard_normal(80).astype(dtype)
     attributes = dict(group=80, pads=[1, 1, 1, 1], epsilon=1e-30)
     y = _run(nc_model(w, b, **attributes), x)
-    flat = y[:, :, 3:8, 6:29]
+    flat = y[:, :, 3:8, inner]
+    assert flat.size > 0
     np.testing.assert_array_equal(flat, np.broadcast_to(b.reshape(1, -1, 1, 1), flat.shape))
     varied = np.ones(y.shape[2:], bool)
-    varied[2:9, 5:30] = False
+    varied[2:9, cols] = False  # the flat region and the outputs whose patches reach into it
     expected = reference(x, w, b, **attributes)
     assert_parity(y[..., varied], expected[..., varied], dtype)
