@@ -55,9 +55,17 @@ struct PaddedInput : PaddedLayout {
   std::vector<float> data;
 };
 
+// Where each stride phase of a padded row takes its values: input columns first, first + phases, ...
+// (count of them) to the phase row from column col0. The same for every row, so worked out once per
+// fill: with their 64-bit divisions per row, a stride-2 layer on 14x14 maps spent half its time here.
+struct PhaseSpan {
+  int64_t first, col0, count;
+};
+
 struct DirectScratch {
   PaddedInput padded;
   std::vector<float> converted;  // a float16 input row as floats
+  std::vector<PhaseSpan> spans;   // FillPadded's, per stride phase
   std::vector<int64_t> offsets;
   std::vector<float> weights;
 };
@@ -91,12 +99,26 @@ inline void DirectDeinterleave(const float* src, int64_t length, float* const (&
   }
 }
 
+inline void PhaseSpans(const Spatial3& s, const PaddedLayout& layout, std::vector<PhaseSpan>* spans) {
+  const int64_t phases = layout.phases;
+  spans->resize(static_cast<size_t>(phases));
+  for (int64_t phase = 0; phase < phases; ++phase) {
+    // The first input column whose padded position q = i2 + pad falls in this phase.
+    const int64_t first = ((phase - s.pad[2]) % phases + phases) % phases;
+    const int64_t col0 = (first + s.pad[2]) / phases;
+    const int64_t count = std::min((s.input[2] - first + phases - 1) / phases, layout.row - col0);
+    (*spans)[static_cast<size_t>(phase)] = PhaseSpan{first, col0, count};
+  }
+}
+
 // `out`'s layout is set by the caller.
 template <typename T>
 void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out,
-                std::vector<float>* converted) {
+                std::vector<float>* converted, std::vector<PhaseSpan>* spans) {
   out->data.assign(static_cast<size_t>(g.group_in_channels * out->channel_stride), 0.0f);
   const int64_t plane = g.input_plane;
+  const int64_t phases = out->phases;
+  if (phases > 1) PhaseSpans(s, *out, spans);
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
     const T* xc = x_group + c * plane;
     for (int64_t p0 = 0; p0 < out->extent[0]; ++p0) {
@@ -106,32 +128,30 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, Padd
         const int64_t i1 = p1 - s.pad[1];
         if (i1 < 0 || i1 >= s.input[1]) continue;
         const float* src = DirectRow(xc + (i0 * s.input[1] + i1) * s.input[2], s.input[2], converted);
-        float* dst = out->data.data() + c * out->channel_stride + (p0 * out->extent[1] + p1) * out->phases * out->row;
-        if (out->phases == 1) {
+        float* dst = out->data.data() + c * out->channel_stride + (p0 * out->extent[1] + p1) * phases * out->row;
+        if (phases == 1) {
           const int64_t count = std::min(s.input[2], out->row - s.pad[2]);
           if (count > 0) std::memcpy(dst + s.pad[2], src, static_cast<size_t>(count) * sizeof(float));
           continue;
         }
         // Phase by phase: a strided read into a contiguous row, with no division per element (a 64-bit
         // division and remainder per value made stride-2 layers twice as slow as stride-1 ones).
-        const int64_t phases = out->phases;
-        float* phase_to[2] = {nullptr, nullptr};
-        int64_t phase_count[2] = {0, 0};
-        for (int64_t phase = 0; phase < phases; ++phase) {
-          // The first input column whose padded position q = i2 + pad falls in this phase.
-          const int64_t first = ((phase - s.pad[2]) % phases + phases) % phases;
-          const int64_t col0 = (first + s.pad[2]) / phases;
-          const int64_t count = std::min((s.input[2] - first + phases - 1) / phases, out->row - col0);
-          float* to = dst + phase * out->row + col0;
-          if (phases == 2) {
-            phase_to[first] = to;
-            phase_count[first] = count;
-            continue;
-          }
-          const float* from = src + first;
-          for (int64_t j = 0; j < count; ++j) to[j] = from[j * phases];
+        if (phases == 2) {
+          const PhaseSpan& a = (*spans)[0];
+          const PhaseSpan& b = (*spans)[1];
+          // Phase `first` 0 takes the even input columns, 1 the odd ones.
+          float* const to[2] = {dst + (a.first == 0 ? 0 : out->row) + (a.first == 0 ? a.col0 : b.col0),
+                                dst + (a.first == 0 ? out->row : 0) + (a.first == 0 ? b.col0 : a.col0)};
+          const int64_t count[2] = {a.first == 0 ? a.count : b.count, a.first == 0 ? b.count : a.count};
+          DirectDeinterleave(src, s.input[2], to, count);
+          continue;
         }
-        if (phases == 2) DirectDeinterleave(src, s.input[2], phase_to, phase_count);
+        for (int64_t phase = 0; phase < phases; ++phase) {
+          const PhaseSpan& span = (*spans)[static_cast<size_t>(phase)];
+          float* to = dst + phase * out->row + span.col0;
+          const float* from = src + span.first;
+          for (int64_t j = 0; j < span.count; ++j) to[j] = from[j * phases];
+        }
       }
     }
   }
@@ -443,7 +463,7 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
   weights.resize(static_cast<size_t>(g.fan_in * MG));
   for (int64_t grp = group_begin; grp < group_end; ++grp) {
     FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, &padded,
-               &scratch.converted);
+               &scratch.converted, &scratch.spans);
     // W of the panel as [i][m].
     const float* panel = job.panels + (grp * panels + panel_index) * g.fan_in * kPanelRows;
     for (int64_t i = 0; i < g.fan_in; ++i) {
