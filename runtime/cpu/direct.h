@@ -111,24 +111,45 @@ inline void PhaseSpans(const Spatial3& s, const PaddedLayout& layout, std::vecto
   }
 }
 
-// `out`'s layout is set by the caller.
+// The padded rows [begin, end) of the two leading dims that the output rows [row_begin, row_end) read:
+// a task that takes a run of an image's rows fills only those (a stem at batch 1 is cut into 16 such
+// tasks, and each filled the whole image).
+struct PaddedRows {
+  int64_t begin[2], end[2];
+};
+
+inline PaddedRows RowsRead(const Spatial3& s, const PaddedLayout& layout, int64_t row_begin, int64_t row_end) {
+  const int64_t o0_first = row_begin / s.output[1], o0_last = (row_end - 1) / s.output[1];
+  const bool one = o0_first == o0_last;
+  const int64_t o1_first = one ? row_begin % s.output[1] : 0;
+  const int64_t o1_last = one ? (row_end - 1) % s.output[1] : s.output[1] - 1;
+  PaddedRows r;
+  r.begin[0] = o0_first * s.stride[0];
+  r.end[0] = std::min(layout.extent[0], o0_last * s.stride[0] + (s.kernel[0] - 1) * s.dilation[0] + 1);
+  r.begin[1] = o1_first * s.stride[1];
+  r.end[1] = std::min(layout.extent[1], o1_last * s.stride[1] + (s.kernel[1] - 1) * s.dilation[1] + 1);
+  return r;
+}
+
+// `out`'s layout is set by the caller; the padded rows outside `rows` are left as they are (never read).
 template <typename T>
-void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, PaddedInput* out,
+void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, const PaddedRows& rows, PaddedInput* out,
                 std::vector<float>* converted, std::vector<PhaseSpan>* spans) {
-  out->data.assign(static_cast<size_t>(g.group_in_channels * out->channel_stride), 0.0f);
+  out->data.resize(static_cast<size_t>(g.group_in_channels * out->channel_stride));
   const int64_t plane = g.input_plane;
   const int64_t phases = out->phases;
+  const size_t padded_row = static_cast<size_t>(phases * out->row);
   if (phases > 1) PhaseSpans(s, *out, spans);
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
     const T* xc = x_group + c * plane;
-    for (int64_t p0 = 0; p0 < out->extent[0]; ++p0) {
+    for (int64_t p0 = rows.begin[0]; p0 < rows.end[0]; ++p0) {
       const int64_t i0 = p0 - s.pad[0];
-      if (i0 < 0 || i0 >= s.input[0]) continue;
-      for (int64_t p1 = 0; p1 < out->extent[1]; ++p1) {
+      for (int64_t p1 = rows.begin[1]; p1 < rows.end[1]; ++p1) {
         const int64_t i1 = p1 - s.pad[1];
-        if (i1 < 0 || i1 >= s.input[1]) continue;
-        const float* src = DirectRow(xc + (i0 * s.input[1] + i1) * s.input[2], s.input[2], converted);
         float* dst = out->data.data() + c * out->channel_stride + (p0 * out->extent[1] + p1) * phases * out->row;
+        std::fill(dst, dst + padded_row, 0.0f);
+        if (i0 < 0 || i0 >= s.input[0] || i1 < 0 || i1 >= s.input[1]) continue;
+        const float* src = DirectRow(xc + (i0 * s.input[1] + i1) * s.input[2], s.input[2], converted);
         if (phases == 1) {
           const int64_t count = std::min(s.input[2], out->row - s.pad[2]);
           if (count > 0) std::memcpy(dst + s.pad[2], src, static_cast<size_t>(count) * sizeof(float));
@@ -461,8 +482,9 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
   DirectOffsets(g, s, padded, &scratch.offsets);
   std::vector<float>& weights = scratch.weights;
   weights.resize(static_cast<size_t>(g.fan_in * MG));
+  const PaddedRows read = RowsRead(s, padded, row_begin, row_end);
   for (int64_t grp = group_begin; grp < group_end; ++grp) {
-    FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, &padded,
+    FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, read, &padded,
                &scratch.converted, &scratch.spans);
     // W of the panel as [i][m].
     const float* panel = job.panels + (grp * panels + panel_index) * g.fan_in * kPanelRows;
