@@ -22,10 +22,16 @@ constexpr int64_t kDirectMaxChannels = 4;  // C/group
 // and computes its patches' statistics itself, so each panel past the first repeats them: a small
 // fan-in's worth per output (a stem's 3x3 of 3 channels into 16 is two panels).
 constexpr int64_t kDirectMaxPanels = 4;
+// Twice as many for kernels of 25 offsets or more: there the strip kernels' per-strip tables cost more
+// than the repeated statistics (a ResNet's 7x7 stem into 64 channels: 10.3 ms here, 14.0 in the strips
+// at batch 8), where a 3x3 stem into 48 or 64 runs as fast or faster in the strips.
+constexpr int64_t kDirectMaxPanelsLongKernel = 8;
+constexpr int64_t kDirectLongKernel = 25;
 constexpr int64_t kDirectMinTasks = 16;
 
 inline bool DirectAccepts(const ConvGeometry& g) {
-  return g.group_in_channels <= kDirectMaxChannels && g.group_out_channels <= kDirectMaxPanels * kPanelRows &&
+  const int64_t panels = g.kernel_size >= kDirectLongKernel ? kDirectMaxPanelsLongKernel : kDirectMaxPanels;
+  return g.group_in_channels <= kDirectMaxChannels && g.group_out_channels <= panels * kPanelRows &&
          g.group_out_channels >= 1 && g.kernel_size <= 1024;
 }
 

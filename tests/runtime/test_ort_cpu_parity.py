@@ -198,9 +198,9 @@ def test_non_finite_values(center, scale, isa):
         assert_parity(y[..., 3:], expected, np.float32)
 
 
-# Layers the direct kernel takes (C/group <= 4, M/group <= 8): depthwise of every size, with channel
-# multipliers, strides, dilations, asymmetric and SAME pads, rows that are no whole number of vectors,
-# 1-d and 3-d, and small groups.
+# Layers the direct kernel takes (C/group <= 4, M/group <= 32, or 64 for kernels of 25 offsets or more):
+# depthwise of every size, with channel multipliers, strides, dilations, asymmetric and SAME pads, rows
+# that are no whole number of vectors, 1-d and 3-d, small groups and stems.
 DIRECT = [
     ((1, 24, 29, 37), (24, 1, 3, 3), dict(group=24, pads=[1, 1, 1, 1])),
     ((2, 8, 20, 21), (8, 1, 7, 7), dict(group=8, pads=[3, 3, 3, 3])),
@@ -214,6 +214,8 @@ DIRECT = [
     ((2, 96, 7, 9), (96, 1, 5, 5), dict(group=96, pads=[2, 2, 2, 2])),
     # rows of at most half a vector go two to a vector, here an odd number of them (3 rows of 4)
     ((2, 24, 5, 7), (24, 1, 3, 3), dict(group=24, strides=[2, 2], pads=[1, 1, 1, 1])),
+    # a stem with a long kernel takes up to 8 weight panels (here 6, the last one partial)
+    ((1, 3, 23, 21), (44, 3, 5, 5), dict(strides=[2, 2], pads=[2, 2, 2, 2])),
 ]
 
 
