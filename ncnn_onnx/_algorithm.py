@@ -262,10 +262,9 @@ def forward(
     if is_plain(center, scale) or x.shape[0] == 0:
         # An empty batch has no patch to standardize: the convolution gives its (empty) output.
         return convolution(x, weight, bias, geo), None, None
-    if not for_backward and _native_conv.applies(x, weight, bias):
-        return in_memory_format_of(_native_conv.forward(x, weight, bias, geo, eps, center, scale), x), None, None
-    if is_native(x, weight, bias, geo, center, scale):
-        # Its backward recomputes the statistics, so training takes the deployed kernel's forward too.
+    # Inference runs the deployed kernel's forward, and so does depthwise training, whose backward
+    # recomputes the statistics (a native depthwise layer is one the deployed kernel takes too).
+    if (not for_backward or is_native(x, weight, bias, geo, center, scale)) and _native_conv.applies(x, weight, bias):
         return in_memory_format_of(_native_conv.forward(x, weight, bias, geo, eps, center, scale), x), None, None
     if _pointwise.applies(weight, geo):
         return in_memory_format_of(_pointwise.forward(x, weight, bias, geo, eps, center, scale), x), None, None

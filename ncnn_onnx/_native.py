@@ -1,5 +1,5 @@
-"""The layer's native kernels (runtime/layer/), loaded through ctypes: what `_native_depthwise` and
-`_native_channels` share. The library is the onnxruntime custom-op library itself; loading it needs
+"""The layer's native kernels (runtime/layer/), loaded through ctypes: what `_native_conv`,
+`_native_depthwise` and `_native_channels` share. The library is the onnxruntime custom-op library itself; loading it needs
 neither onnxruntime nor a running session.
 
 The native kernels take float32 CPU tensors outside torch.func transforms (vmap and grad wrap tensors

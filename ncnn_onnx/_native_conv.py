@@ -1,7 +1,8 @@
 """The layer's inference through the onnxruntime CPU kernel's own forward (runtime/layer/conv.cc), called
 through ctypes: eager inference (no gradient, and the opaque op under torch.compile or torch.export)
 costs what a deployed node costs and gives the deployed model's bits. Training keeps `_algorithm`'s
-paths, whose backward needs the forward's intermediate results.
+paths, whose backward needs the forward's intermediate results, except for depthwise layers, whose
+native backward recomputes them (`_native_depthwise`).
 
 Used for float32 CPU tensors (see `_native` for the switches).
 
