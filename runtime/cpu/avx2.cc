@@ -176,11 +176,6 @@ inline LaneMask MaskOf(uint32_t bits) {
   return m;
 }
 
-// The element bits of 4 lanes two elements apart: lane l -> element 2 l.
-inline uint32_t Spread(uint32_t bits) {
-  return (bits & 1u) | ((bits & 2u) << 1) | ((bits & 4u) << 2) | ((bits & 8u) << 3);
-}
-
 // Where X lies: a window is read whole only inside it.
 struct Bounds {
   uintptr_t begin, end;
@@ -281,8 +276,8 @@ void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, S
         const uint32_t bits = LaneBits<kLanes>(spans[r].begin, spans[r].end, v);
         if (!bits) continue;
         const int64_t lane0 = stride * v * kLanes;
-        const uint32_t lo = stride == 1 ? bits : Spread(bits & 0xfu);
-        const uint32_t hi = stride == 1 ? 0u : Spread(bits >> 4);
+        const uint32_t lo = stride == 1 ? bits : EvenElements(bits & 0xfu);
+        const uint32_t hi = stride == 1 ? 0u : EvenElements(bits >> 4);
         sc.loads.push_back(
             LoadOp{MaskOf(lo), MaskOf(hi), spans[r].x_offset + lane0, spans[r].stats_offset + lane0, bits});
       }
@@ -504,6 +499,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   const TileStrips tile = SpreadTile(plan, t.tile, kLanes, kVectors);
   const int64_t panel_begin = t.chunk * plan.chunk_panels;
   const int64_t panel_end = std::min(panel_begin + plan.chunk_panels, plan.panels);
+  // A pointwise layer's strips take their statistics from their own blocks (StripStatistics).
+  const bool in_strip = S != 0 && StatisticsInStrip(g);
   for (int64_t strip_index = 0; strip_index < tile.strips; ++strip_index) {
     const StripSpan span = StripOf(plan, tile, strip_index, kLanes);
     const int vectors = span.vectors;
@@ -511,7 +508,6 @@ void RunTask(const Job<T, float>& job, int64_t task) {
     const int64_t width = span.width;
     MapStrip(g, s, first, width, &map);
     Stats st;
-    const bool in_strip = S != 0 && StatisticsInStrip(g);
     if constexpr (S != 0) {
       BuildLoads<S>(g, s, map, sc);
       const LoadOp* ops = sc.loads.data();
@@ -576,8 +572,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m256 sum = _mm256_load_ps(acc + m * kStrip + v * kLanes);
-            const __m256 out = Native(Activate(
-                job.activation, AsLanes(_mm256_fmadd_ps(_mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum), Native(st.rstd[v]), bias))));
+            const __m256 centred = _mm256_fnmadd_ps(Native(st.correction[v]), w_sum, sum);
+            const __m256 out = Native(Activate(job.activation, AsLanes(_mm256_fmadd_ps(centred, Native(st.rstd[v]), bias))));
             for (int k = 0; k < store_count[v]; ++k) Store(At(y_channel, stores[v][k].offset), stores[v][k], out);
           }
         }

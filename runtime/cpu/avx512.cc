@@ -9,8 +9,9 @@
 // its strips in whole vectors (location_strip.h). Along the last spatial dim a run of positions reads
 // contiguous input (stride 1), so each row is a few masked loads whose masks also produce the zero
 // padding; with stride 2 each load reads a window of twice the lanes and keeps its even elements (a stem
-// or a downsampling layer; gathers cost as much as the product there). Other strides gather. The micro-kernel multiplies 8 output channels by up to 48 columns with
-// 24 accumulators; the epilogue stores straight to Y. The next weight panel's rows are prefetched a call
+// or a downsampling layer; gathers cost as much as the product there). Other strides gather. The
+// micro-kernel multiplies 8 output channels by up to 48 columns with 24 accumulators; the epilogue stores
+// straight to Y. The next weight panel's rows are prefetched a call
 // ahead, since large layers' weights live in L3.
 //
 // Everything that uses AVX-512 sits in a target region; headers are included before it (see avx2.cc).
@@ -207,13 +208,6 @@ inline __m512 Gather(const Half* base, __m512i index, __mmask16 mask) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
-// The element bits of 8 lanes two elements apart: lane l -> element 2 l.
-inline __mmask16 Spread(uint32_t lanes) {
-  uint32_t bits = 0;
-  for (int l = 0; l < 8; ++l) bits |= ((lanes >> l) & 1u) << (2 * l);
-  return static_cast<__mmask16>(bits);
-}
-
 // Load ops of every kernel offset for a strip whose last stride is 1 or 2.
 template <int S>
 void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, Scratch& sc) {
@@ -230,8 +224,8 @@ void BuildLoads(const ConvGeometry& g, const Spatial3& s, const StripMap& map, S
         const __mmask16 mask = LaneMask(spans[r].begin, spans[r].end, v);
         if (!mask) continue;
         const int64_t lane0 = stride * v * kLanes;
-        const __mmask16 lo = stride == 1 ? mask : Spread(mask & 0xffu);
-        const __mmask16 hi = stride == 1 ? 0 : Spread(mask >> 8u);
+        const __mmask16 lo = stride == 1 ? mask : static_cast<__mmask16>(EvenElements(mask & 0xffu));
+        const __mmask16 hi = stride == 1 ? 0 : static_cast<__mmask16>(EvenElements(mask >> 8u));
         sc.loads.push_back(LoadOp{spans[r].x_offset + lane0, spans[r].stats_offset + lane0, mask, lo, hi});
       }
     }
@@ -427,12 +421,13 @@ void RunTask(const Job<T, float>& job, int64_t task) {
   const TileStrips tile = SpreadTile(plan, t.tile, kLanes, kVectors);
   const int64_t panel_begin = t.chunk * plan.chunk_panels;
   const int64_t panel_end = std::min(panel_begin + plan.chunk_panels, plan.panels);
+  // A pointwise layer's strips take their statistics from their own blocks (StripStatistics).
+  const bool in_strip = S != 0 && StatisticsInStrip(g);
   for (int64_t strip_index = 0; strip_index < tile.strips; ++strip_index) {
     const StripSpan span = StripOf(plan, tile, strip_index, kLanes);
     const int vectors = span.vectors;
     MapStrip(g, s, span.first, span.width, &map);
     Stats st;
-    const bool in_strip = S != 0 && StatisticsInStrip(g);
     if constexpr (S != 0) {
       BuildLoads<S>(g, s, map, sc);
       const LoadOp* ops = sc.loads.data();
@@ -496,7 +491,8 @@ void RunTask(const Job<T, float>& job, int64_t task) {
           for (size_t line = 0; line < kStrip * sizeof(T); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
           for (int v = 0; v < vectors; ++v) {
             const __m512 centred = _mm512_fnmadd_ps(Native(st.correction[v]), w_sum, acc[m][v]);
-            const __m512 out = Native(Activate(job.activation, AsLanes(_mm512_fmadd_ps(centred, Native(st.rstd[v]), bias))));
+            const __m512 value = _mm512_fmadd_ps(centred, Native(st.rstd[v]), bias);
+            const __m512 out = Native(Activate(job.activation, AsLanes(value)));
             for (int k = 0; k < store_count[v]; ++k) {
               StoreLanes(At(y_channel, stores[v][k].offset), stores[v][k].mask, out);
             }

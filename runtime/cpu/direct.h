@@ -1,12 +1,14 @@
 // The direct kernel: NormalizedConv for layers with few input channels per group (direct_plan.h says
-// which), depthwise convolutions above all. A task takes one image, group and weight panel (or a run of
-// its output rows), copies the group's input once into a zero-padded buffer whose last dim is split into `stride`
-// phases, so every patch element of L consecutive outputs is one contiguous load, and then reads each
-// patch twice, vectorized over L outputs along the last spatial dim:
-//   1. the sum, smallest and largest value: the mean (an exactly flat patch gets its value itself, so it
-//      centres to exactly 0 for every epsilon, docs/op.md "Limits");
+// which), depthwise convolutions and stems above all. A task takes one image, a block of its groups and a
+// weight panel (or a run of its output rows), copies each group's input rows into a zero-padded buffer
+// whose last dim is split into `stride` phases, so every patch element of L consecutive outputs is one
+// contiguous load, and then reads each patch twice, vectorized over L outputs along the last spatial dim
+// (two rows to a vector where a row is at most L/2), several vectors at a time:
+//   1. the sum: the mean. An exactly flat patch must get its value itself (so it centres to exactly 0
+//      for every epsilon, docs/op.md "Limits"); a vector that may hold one is redone with the smallest
+//      and largest value (DirectOutputs).
 //   2. d = v - mean: sum(d) and sum(d^2) (the corrected two-pass statistics), and W . d (or W . v without
-//      centring) for each of the group's output channels.
+//      centring) for each of the panel's output channels.
 // Y = (W.d - r sum(W)) * rstd + b, r = mean(d), as the strip kernels write it. Nothing here is a
 // one-pass variance and the product is of centred values (DESIGN.md §3).
 //
@@ -131,15 +133,15 @@ inline PaddedRows RowsRead(const Spatial3& s, const PaddedLayout& layout, int64_
   return r;
 }
 
-// `out`'s layout is set by the caller; the padded rows outside `rows` are left as they are (never read).
+// `out`'s layout and `spans` (PhaseSpans, with more than one phase) are set by the caller; the padded rows
+// outside `rows` are left as they are (never read).
 template <typename T>
-void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, const PaddedRows& rows, PaddedInput* out,
-                std::vector<float>* converted, std::vector<PhaseSpan>* spans) {
+void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, const PaddedRows& rows,
+                const std::vector<PhaseSpan>& spans, PaddedInput* out, std::vector<float>* converted) {
   out->data.resize(static_cast<size_t>(g.group_in_channels * out->channel_stride));
   const int64_t plane = g.input_plane;
   const int64_t phases = out->phases;
   const size_t padded_row = static_cast<size_t>(phases * out->row);
-  if (phases > 1) PhaseSpans(s, *out, spans);
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
     const T* xc = x_group + c * plane;
     for (int64_t p0 = rows.begin[0]; p0 < rows.end[0]; ++p0) {
@@ -158,17 +160,17 @@ void FillPadded(const T* x_group, const ConvGeometry& g, const Spatial3& s, cons
         // Phase by phase: a strided read into a contiguous row, with no division per element (a 64-bit
         // division and remainder per value made stride-2 layers twice as slow as stride-1 ones).
         if (phases == 2) {
-          const PhaseSpan& a = (*spans)[0];
-          const PhaseSpan& b = (*spans)[1];
-          // Phase `first` 0 takes the even input columns, 1 the odd ones.
-          float* const to[2] = {dst + (a.first == 0 ? 0 : out->row) + (a.first == 0 ? a.col0 : b.col0),
-                                dst + (a.first == 0 ? out->row : 0) + (a.first == 0 ? b.col0 : a.col0)};
-          const int64_t count[2] = {a.first == 0 ? a.count : b.count, a.first == 0 ? b.count : a.count};
+          // The phase whose first input column is 0 takes the even columns, the other the odd ones.
+          const int even = spans[0].first == 0 ? 0 : 1;
+          const PhaseSpan& e = spans[static_cast<size_t>(even)];
+          const PhaseSpan& o = spans[static_cast<size_t>(1 - even)];
+          float* const to[2] = {dst + even * out->row + e.col0, dst + (1 - even) * out->row + o.col0};
+          const int64_t count[2] = {e.count, o.count};
           DirectDeinterleave(src, s.input[2], to, count);
           continue;
         }
         for (int64_t phase = 0; phase < phases; ++phase) {
-          const PhaseSpan& span = (*spans)[static_cast<size_t>(phase)];
+          const PhaseSpan& span = spans[static_cast<size_t>(phase)];
           float* to = dst + phase * out->row + span.col0;
           const float* from = src + span.first;
           for (int64_t j = 0; j < span.count; ++j) to[j] = from[j * phases];
@@ -344,7 +346,8 @@ inline void DirectOffsets(const ConvGeometry& g, const Spatial3& s, const Padded
   for (int64_t c = 0; c < g.group_in_channels; ++c) {
     for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
       for (int64_t k1 = 0; k1 < s.kernel[1]; ++k1) {
-        const int64_t row = c * padded.channel_stride + (k0 * s.dilation[0] * padded.extent[1] + k1 * s.dilation[1]) * phase_rows;
+        const int64_t row =
+            c * padded.channel_stride + (k0 * s.dilation[0] * padded.extent[1] + k1 * s.dilation[1]) * phase_rows;
         for (int64_t k2 = 0; k2 < s.kernel[2]; ++k2) {
           const int64_t along = k2 * s.dilation[2];
           *out++ = row + (along % padded.phases) * padded.row + along / padded.phases;
@@ -354,46 +357,58 @@ inline void DirectOffsets(const ConvGeometry& g, const Spatial3& s, const Padded
   }
 }
 
+// What computing and storing one panel's outputs needs besides their positions.
+struct DirectPanel {
+  const ConvGeometry* g;
+  const int64_t* offsets;    // DirectOffsets
+  const float* weights;      // [i][m]
+  const float* weight_sums;  // of the panel's channels
+  const float* bias;         // of the panel's channels, or null
+  const Activation* activation;
+  int64_t out_plane;
+};
+
 // Output vectors waiting to be computed together: where their patches start and their outputs go.
 template <typename T, int R>
 struct DirectPending {
   const float* at[R];
   T* y[R];
   int64_t width[R];
-  // Packed (DirectRowsOf): the second row's outputs, in the upper half of the lanes (null, 0: none).
+  // Packed (DirectRowsOf): the second row, in the upper half of the lanes, with as many outputs as the
+  // first; y_high is null where there is none.
   const float* high[R];
   T* y_high[R];
-  int64_t width_high[R];
   int count = 0;
 };
 
 // Computes and stores the first Count pending vectors (through the activation), and empties the list.
 template <int MG, int Count, bool Packed, typename T, int R>
-void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
-                 const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
+void DirectFlush(const DirectPanel& p, DirectPending<T, R>* pending) {
   const float *at[Count], *high[Count];
+  int64_t width_high[Count];
   for (int r = 0; r < Count; ++r) {
     at[r] = pending->at[r];
     high[r] = pending->high[r];
+    width_high[r] = pending->y_high[r] != nullptr ? pending->width[r] : 0;
   }
   DirectVector out[Count][MG];
-  const uint32_t inexact = DirectOutputs<MG, Count, false, Packed>(g, at, high, pending->width, pending->width_high,
-                                                                   offsets, weights, weight_sums, bias, out);
+  const uint32_t inexact = DirectOutputs<MG, Count, false, Packed>(*p.g, at, high, pending->width, width_high,
+                                                                   p.offsets, p.weights, p.weight_sums, p.bias, out);
   for (int r = 0; r < Count; ++r) {
     if ((inexact >> r) & 1u) {
       const float* one[1] = {at[r]};
       const float* one_high[1] = {high[r]};
       DirectVector exact[1][MG];
-      DirectOutputs<MG, 1, true, Packed>(g, one, one_high, pending->width + r, pending->width_high + r, offsets,
-                                         weights, weight_sums, bias, exact);
+      DirectOutputs<MG, 1, true, Packed>(*p.g, one, one_high, pending->width + r, width_high + r, p.offsets,
+                                         p.weights, p.weight_sums, p.bias, exact);
       for (int m = 0; m < MG; ++m) out[r][m] = exact[0][m];
     }
     for (int m = 0; m < MG; ++m) {
-      const DirectVector value = Activate(activation, out[r][m]);
-      DirectStoreLanes(pending->y[r] + m * out_plane, value, pending->width[r]);
+      const DirectVector value = Activate(*p.activation, out[r][m]);
+      DirectStoreLanes(pending->y[r] + m * p.out_plane, value, pending->width[r]);
       if (Packed && pending->y_high[r] != nullptr) {
-        DirectStoreLanes(pending->y_high[r] + m * out_plane,
-                         DirectUpperHalf(value, std::make_index_sequence<kDirectLanes>()), pending->width_high[r]);
+        DirectStoreLanes(pending->y_high[r] + m * p.out_plane,
+                         DirectUpperHalf(value, std::make_index_sequence<kDirectLanes>()), pending->width[r]);
       }
     }
   }
@@ -401,18 +416,13 @@ void DirectFlush(const ConvGeometry& g, const int64_t* offsets, const float* wei
 }
 
 template <int MG, bool Packed, typename T, int R>
-void DirectFlushRest(const ConvGeometry& g, const int64_t* offsets, const float* weights, const float* weight_sums,
-                     const float* bias, const Activation& activation, int64_t out_plane, DirectPending<T, R>* pending) {
+void DirectFlushRest(const DirectPanel& p, DirectPending<T, R>* pending) {
   static_assert(R <= 4, "a batch leaves at most three vectors");
   switch (pending->count) {
     case 0: break;
-    case 1: DirectFlush<MG, 1, Packed>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending); break;
-    case 2:
-      DirectFlush<MG, 2 < R ? 2 : 1, Packed>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending);
-      break;
-    default:
-      DirectFlush<MG, 3 < R ? 3 : 1, Packed>(g, offsets, weights, weight_sums, bias, activation, out_plane, pending);
-      break;
+    case 1: DirectFlush<MG, 1, Packed>(p, pending); break;
+    case 2: DirectFlush<MG, 2 < R ? 2 : 1, Packed>(p, pending); break;
+    default: DirectFlush<MG, 3 < R ? 3 : 1, Packed>(p, pending); break;
   }
 }
 
@@ -423,11 +433,11 @@ template <int MG, bool Packed, typename T>
 void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput& padded, const int64_t* offsets,
                   const float* weights, int64_t n, int64_t first_channel, int64_t row_begin, int64_t row_end) {
   const ConvGeometry& g = *job.geometry;
-  const float* bias = job.bias != nullptr ? job.bias + first_channel : nullptr;
-  const float* weight_sums = job.weight_sums + first_channel;
+  const DirectPanel panel{&g, offsets, weights, job.weight_sums + first_channel,
+                          job.bias != nullptr ? job.bias + first_channel : nullptr, &job.activation,
+                          g.output_plane};
   const int64_t phase_rows = padded.phases * padded.row;
   const int64_t out_last = s.output[2];
-  const int64_t out_plane = g.output_plane;
   // Output vectors are computed R at a time (DirectBatch), in row order; the last few together too.
   constexpr int R = DirectBatch<MG>();
   DirectPending<T, R> pending;
@@ -436,7 +446,7 @@ void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput
     const int64_t o1 = row % s.output[1];
     return padded.data.data() + (o0 * s.stride[0] * padded.extent[1] + o1 * s.stride[1]) * phase_rows;
   };
-  T* y_first = job.y + (n * g.out_channels + first_channel) * out_plane;
+  T* y_first = job.y + (n * g.out_channels + first_channel) * g.output_plane;
   for (int64_t row = row_begin; row < row_end; row += Packed ? 2 : 1) {
     const float* at = row_at(row);
     T* y_row = y_first + row * out_last;
@@ -448,12 +458,11 @@ void DirectRowsOf(const Job<T, float>& job, const Spatial3& s, const PaddedInput
       const bool second = Packed && row + 1 < row_end;
       pending.high[k] = second ? row_at(row + 1) : at;  // without a second row, lanes nobody stores
       pending.y_high[k] = second ? y_row + out_last : nullptr;
-      pending.width_high[k] = second ? out_last : 0;
       if (++pending.count < R) continue;
-      DirectFlush<MG, R, Packed>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
+      DirectFlush<MG, R, Packed>(panel, &pending);
     }
   }
-  DirectFlushRest<MG, Packed>(g, offsets, weights, weight_sums, bias, job.activation, out_plane, &pending);
+  DirectFlushRest<MG, Packed>(panel, &pending);
 }
 
 template <int MG, typename T>
@@ -480,21 +489,22 @@ void DirectTaskOf(const Job<T, float>& job, int64_t task) {
   PaddedInput& padded = scratch.padded;
   static_cast<PaddedLayout&>(padded) = DirectPaddedLayout(g, kDirectLanes);
   DirectOffsets(g, s, padded, &scratch.offsets);
+  if (padded.phases > 1) PhaseSpans(s, padded, &scratch.spans);
   std::vector<float>& weights = scratch.weights;
   weights.resize(static_cast<size_t>(g.fan_in * MG));
   const PaddedRows read = RowsRead(s, padded, row_begin, row_end);
+  // Rows of at most half a vector go two to a vector.
+  const auto rows_of = s.output[2] <= kDirectHalf ? &DirectRowsOf<MG, true, T> : &DirectRowsOf<MG, false, T>;
   for (int64_t grp = group_begin; grp < group_end; ++grp) {
-    FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, read, &padded,
-               &scratch.converted, &scratch.spans);
+    FillPadded(job.x + (n * g.in_channels + grp * g.group_in_channels) * g.input_plane, g, s, read, scratch.spans,
+               &padded, &scratch.converted);
     // W of the panel as [i][m].
     const float* panel = job.panels + (grp * panels + panel_index) * g.fan_in * kPanelRows;
     for (int64_t i = 0; i < g.fan_in; ++i) {
       for (int m = 0; m < MG; ++m) weights[static_cast<size_t>(i * MG + m)] = panel[i * kPanelRows + m];
     }
-    // Rows of at most half a vector go two to a vector (the lower half of each half is read from its own row).
-    const auto rows_of = s.output[2] <= kDirectHalf ? &DirectRowsOf<MG, true, T> : &DirectRowsOf<MG, false, T>;
     rows_of(job, s, padded, scratch.offsets.data(), weights.data(), n,
-                     grp * g.group_out_channels + panel_index * kPanelRows, row_begin, row_end);
+            grp * g.group_out_channels + panel_index * kPanelRows, row_begin, row_end);
   }
 }
 

@@ -77,13 +77,14 @@ void Forward(const Backend& backend, const Routine<T, Acc>& preferred, const For
   job.plan = MakePlan(geometry, routine.strip_columns);
   if (job.plan.tasks == 0) return;
   AlignedBuffer<Acc> location_stats;
-  if (routine.prepare != nullptr && routine.prepare_tasks(geometry) > 0) {
+  const int64_t prepare_tasks = routine.prepare != nullptr ? routine.prepare_tasks(geometry) : 0;
+  if (prepare_tasks > 0) {
     const int64_t size = CheckedMul(CheckedMul(geometry.batch, geometry.group, "the location statistics"),
                                     CheckedMul(3, geometry.input_plane, "the location statistics"),
                                     "the location statistics");
     CheckBufferBytes(*call.limits, "the location statistics (scratch)", size, sizeof(Acc));
     job.location_stats = location_stats.Reserve(static_cast<size_t>(size));
-    run_tasks(job, routine.prepare, routine.prepare_tasks(geometry));
+    run_tasks(job, routine.prepare, prepare_tasks);
   }
   run_tasks(job, routine.run, job.plan.tasks);
 }

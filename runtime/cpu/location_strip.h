@@ -59,6 +59,15 @@ inline int64_t InputRow(const Spatial3& s, const Run& run, const int64_t (&k)[3]
   return (i0 * s.input[1] + i1) * s.input[2];
 }
 
+// The element bits of a stride-2 window that lanes `lanes` read: lane l reads element 2 l (both backends
+// load such a window whole and keep its even elements; the caller passes the half-vector of lanes the
+// window covers).
+inline uint32_t EvenElements(uint32_t lanes) {
+  uint32_t bits = 0;
+  for (int l = 0; l < 16; ++l) bits |= ((lanes >> l) & 1u) << (2 * l);
+  return bits;
+}
+
 // Strip columns [begin, end) of one row lie in one input row, evenly spaced: column j reads x at
 // x_offset + stride * j (from the group's first channel of image 0) and each statistics map at
 // stats_offset + stride * j (from the group's maps of image 0), stride being the last spatial stride.

@@ -219,6 +219,7 @@ BlockStatistics Statistics(const Shape& s, const float* base, const float* w, co
   if (s.multiplier > 1) std::fill(lin->begin(), lin->end(), 0.0f);
   Block single{};  // lin of a layer with one output channel per input channel, kept in a register
   if (s.multiplier == 1 && s.center) {
+    // The common case (one output channel per input channel, centred) in two chains as above.
     Block s1b{}, s2b{}, singleb{};
     for (t = 0; t + 1 < taps; t += 2) {
       const Block d0 = Load<kUnitStride>(base + tap[t], st) - out.mean;
